@@ -1,0 +1,298 @@
+"""Command line for the recommender: parse, call engine/, render a table or JSON.
+
+    python cli.py popular --k 5
+    python cli.py recommend --user_id u1 --k 5 --genre drama
+    python cli.py build
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+import engine
+from engine import config
+from engine.build import Progress as BuildProgress
+
+app = typer.Typer(
+    help="Recommend what to watch next, from watch-history CSVs, with a reason for each pick.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+
+class State:
+    db: Optional[Path] = None
+    data_dir: Optional[Path] = None
+
+
+state = State()
+
+K = Annotated[int, typer.Option("--k", "-k", min=1, help="How many items (at least 1).")]
+GENRE = Annotated[Optional[str], typer.Option("--genre", help="Only items of this genre, e.g. drama.")]
+CONTENT_TYPE = Annotated[
+    Optional[str],
+    typer.Option("--content-type", "--content_type", help="Only this content type: tv, movie, series, microdrama."),
+]
+USER_ID = Annotated[str, typer.Option("--user-id", "--user_id", help="The user, e.g. u1.")]
+JSON = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+@app.callback()
+def main(
+    db: Annotated[
+        Optional[Path], typer.Option("--db", envvar="RECS_DB", help="Database file [default: recs.db].")
+    ] = None,
+    data_dir: Annotated[
+        Optional[Path],
+        typer.Option("--data-dir", "--data_dir", envvar="RECS_DATA_DIR", help="Folder of the CSVs [default: data].")
+    ] = None,
+) -> None:
+    """Recommend what to watch next, from watch-history CSVs, with a reason for each pick.
+
+    recs.db is (re)built automatically when it is missing or older than the CSVs.
+    """
+    state.db, state.data_dir = db, data_dir
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Turn engine errors into one line on stderr and exit code 1."""
+    try:
+        yield
+    except engine.RecsError as error:
+        err.print(f"[red]Error:[/red] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        err.print("Interrupted.")
+        raise typer.Exit(130) from None
+
+
+@contextmanager
+def build_display() -> Iterator[BuildProgress]:
+    """A progress callback: a spinner naming the step on an interactive stderr, else plain lines."""
+    if err.is_terminal:
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True
+        ) as progress:
+            task = progress.add_task("building recs.db")
+            yield lambda step: progress.update(task, description=f"building recs.db: {step}")
+    else:
+        yield lambda step: None
+
+
+def open_recommender() -> engine.Recommender:
+    """The engine on the chosen paths, building recs.db first if needed."""
+    with build_display() as progress:
+        recommender = engine.Recommender(state.db, state.data_dir, progress=progress)
+    if recommender.build_report is not None:
+        report = recommender.build_report
+        issues = sum(report.issues_by_file.values())
+        err.print(
+            f"Built {recommender.db} in {report.seconds:.1f} s"
+            + (f"; {issues} load issues (see 'python cli.py build')" if issues else ""),
+            highlight=False,
+        )
+    return recommender
+
+
+def print_json(payload: dict) -> None:
+    # Plain stdout: a Rich console would wrap long lines when piped.
+    sys.stdout.write(json.dumps(payload, default=_json_default, ensure_ascii=False) + "\n")
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+def item_table(items: list[dict], reason: bool = True) -> Table:
+    table = Table()
+    for column in ("rank", "item_id", "title", "content_type", "genre", "score"):
+        table.add_column(column, justify="right" if column in ("rank", "score") else "left")
+    if reason:
+        table.add_column("reason")
+    for item in items:
+        cells = [str(item["rank"]), item["item_id"], item["title"], item["content_type"], item["genre"]]
+        cells.append(f"{item['score']:.3f}")
+        if reason:
+            cells.append(item["reason"])
+        table.add_row(*cells)
+    return table
+
+
+def api_items(items: list[dict]) -> list[dict]:
+    """Items as the JSON API shapes them."""
+    keys = ("item_id", "title", "content_type", "genre", "score", "reason", "source")
+    return [{key: (round(item[key], 6) if key == "score" else item[key]) for key in keys} for item in items]
+
+
+def filter_note(genre: Optional[str], content_type: Optional[str]) -> str:
+    parts = [f"genre {genre}" if genre else "", f"content type {content_type}" if content_type else ""]
+    parts = [part for part in parts if part]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+@app.command()
+def popular(k: K = 10, genre: GENRE = None, content_type: CONTENT_TYPE = None, as_json: JSON = False) -> None:
+    """The most popular items on the platform.
+
+    Example: python cli.py popular --k 5
+    """
+    with reported_errors():
+        items = open_recommender().popular(k, genre, content_type)
+    if as_json:
+        print_json({"k": k, "items": api_items(items)})
+        return
+    if not items:
+        out.print("No items to show: the catalogue is empty" + filter_note(genre, content_type) + ".")
+        return
+    if all(item["score"] == 0 for item in items):
+        out.print("No one has watched anything yet: items are listed in catalogue order.")
+    out.print(f"Top {k} Popular Items{filter_note(genre, content_type)}:")
+    out.print(item_table(items, reason=False))
+
+
+@app.command()
+def recommend(
+    user_id: USER_ID,
+    k: K = 10,
+    genre: GENRE = None,
+    content_type: CONTENT_TYPE = None,
+    as_json: JSON = False,
+) -> None:
+    """What a user should watch next, each with the reason it was picked.
+
+    Example: python cli.py recommend --user_id u1 --k 5 --genre drama
+    """
+    with reported_errors():
+        items = open_recommender().recommend(user_id, k, genre, content_type)
+    if as_json:
+        print_json({"user_id": user_id, "k": k, "items": api_items(items), "fallback_used": items.fallback_used})
+        return
+    if items.fallback_used:
+        why = "has no watch history" if items.user_known else "is not a known user"
+        err.print(f"Note: {user_id} {why}; showing popular items instead.", highlight=False)
+    elif any(item["source"] == "popular" for item in items):
+        err.print("Note: fewer personalised picks than asked for; the rest are popular items.", highlight=False)
+    if not items:
+        out.print(f"Nothing left to recommend to {user_id}{filter_note(genre, content_type)}.")
+        return
+    out.print(f"Recommendations for user {user_id}{filter_note(genre, content_type)}:")
+    out.print(item_table(items))
+
+
+@app.command()
+def history(user_id: USER_ID, as_json: JSON = False) -> None:
+    """What a user has watched: plays, seconds, completion, last watched.
+
+    Example: python cli.py history --user_id u1
+    """
+    with reported_errors():
+        rows = open_recommender().history(user_id)
+    if as_json:
+        print_json({"user_id": user_id, "items": rows})
+        return
+    out.print(f"Watch history of user {user_id}:")
+    table = Table()
+    for column in ("item_id", "title", "content_type", "genre", "plays", "seconds", "completion", "last watched"):
+        table.add_column(column, justify="right" if column in ("plays", "seconds", "completion") else "left")
+    for row in rows:
+        table.add_row(
+            row["item_id"],
+            row["title"],
+            row["content_type"],
+            row["genre"],
+            str(row["count_plays"]),
+            f"{row['watch_seconds']:.0f}",
+            f"{row['completion']:.0%}" + (" (heavy)" if row["is_heavy"] else ""),
+            f"{row['last_watched_at']:%Y-%m-%d %H:%M}",
+        )
+    out.print(table)
+
+
+@app.command()
+def similar(
+    item_id: Annotated[str, typer.Option("--item-id", "--item_id", help="The item, e.g. i1.")],
+    k: K = 10,
+    as_json: JSON = False,
+) -> None:
+    """Items most similar to one item (cosine over watch strength), with their support.
+
+    Example: python cli.py similar --item_id i1 --k 5
+    """
+    with reported_errors():
+        items = open_recommender().similar(item_id, k)
+    if as_json:
+        print_json({"item_id": item_id, "k": k, "items": [dict(item) for item in items]})
+        return
+    if not items:
+        out.print(f"No item shares a viewer with {item_id}.")
+        return
+    out.print(f"Items similar to {item_id}:")
+    table = Table()
+    for column in ("rank", "item_id", "title", "content_type", "genre", "similarity", "support"):
+        table.add_column(column, justify="right" if column in ("rank", "similarity", "support") else "left")
+    for item in items:
+        table.add_row(
+            str(item["rank"]), item["item_id"], item["title"], item["content_type"], item["genre"],
+            f"{item['score']:.3f}", str(item["support"]),
+        )
+    out.print(table)
+
+
+@app.command()
+def build() -> None:
+    """(Re)build recs.db from the CSVs and summarise what was loaded and reported.
+
+    Example: python cli.py --data-dir data build
+    """
+    with reported_errors(), build_display() as progress:
+        db = config.db_path(state.db)
+        report = engine.build(db, config.data_dir(state.data_dir), engine.ModelParams(), progress)
+    out.print(f"Built {db} in {report.seconds:.1f} s.")
+    table = Table(title="Loaded")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, count in report.rows.items():
+        table.add_row(name, f"{count:,}")
+    out.print(table)
+    if report.events_of_unlisted_users:
+        out.print(
+            f"{report.events_of_unlisted_users:,} events are from users not in users.csv "
+            "(kept: they are known by what they watched)."
+        )
+    if not report.issues_by_problem:
+        out.print("No load issues: every row was loaded.")
+        return
+    table = Table(title="Load issues (query the load_issues table for each row)")
+    for column in ("file", "problem", "rows"):
+        table.add_column(column, justify="right" if column == "rows" else "left")
+    for file, problem, count in report.issues_by_problem:
+        table.add_row(file, problem, f"{count:,}")
+    out.print(table)
+    with reported_errors():
+        first = engine.Recommender(db, auto_build=False).load_issues(limit=10)
+    table = Table(title=f"First {len(first)} of {sum(report.issues_by_file.values()):,} issues")
+    for column in ("file", "line", "column", "problem", "action"):
+        table.add_column(column, justify="right" if column == "line" else "left")
+    for issue in first:
+        table.add_row(issue["file"], str(issue["line"]), issue["column_name"] or "", issue["problem"], issue["action"])
+    out.print(table)
+
+
+if __name__ == "__main__":
+    app()

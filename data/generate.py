@@ -1,0 +1,463 @@
+"""Generate a deterministic, synthetic watch log for a streaming platform.
+
+Writes users.csv, items.csv and events.csv (one row per viewing session) with
+the standard library only; the same arguments always give byte-identical files.
+
+The model behind the numbers:
+* Users (u1..uN) have an age skewed to 18-40, a gender, an Indonesian city and
+  a taste: 1-3 preferred genres and 1-2 preferred content types, nudged by age
+  and gender (younger viewers lean to microdrama, women to romance and drama).
+* Items (i1..iM) have a content type, a type-dependent genre, a unique title,
+  a hidden length (microdrama episode 1-5 min, tv episode 20-60 min, series
+  episode 35-65 min, movie 90-150 min) and a Zipf popularity over a random
+  permutation, so popularity has a long tail overall and inside every genre.
+* Each user gets a heavy-tailed (lognormal) number of sessions, adding up to
+  exactly --events. About 75% of the items a user starts come from their
+  genres (preferred content types first), the rest from global popularity. A
+  user starts an item once; a favourite (genre and type both match) may be
+  rewatched, 2-4 sessions in all.
+* A session watches length x completion seconds. Completion comes from a
+  mixture: abandoned (2-30%), partial (30-85%) or finished (90-100%); the
+  better the item matches the user's taste, the likelier finished. event_type
+  is "complete" when the session reached 95% of the length, else "play".
+* Timestamps are UTC with a Z, spread over 2026-08-01..2026-10-31, busier at
+  weekends, with an evening peak in that UTC clock.
+
+Row order: runs of up to SORT_LIMIT events (the bundled preset) write
+events.csv sorted by timestamp. Larger runs stream one user at a time to keep
+memory flat: users in id order, each user's events in time order.
+
+Usage: python data/generate.py [--out DIR] [--users N] [--items M]
+       [--events E] [--seed S] [--preset bundled|1m|10m]
+"""
+
+import argparse
+import csv
+import datetime
+import itertools
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from random import Random
+
+PRESETS = {  # name: (users, items, events)
+    "bundled": (1_500, 400, 45_000),
+    "1m": (20_000, 5_000, 1_000_000),
+    "10m": (200_000, 20_000, 10_000_000),
+}
+DEFAULT_SEED = 2026
+SORT_LIMIT = 500_000  # up to this many events, events.csv is sorted by time
+FLUSH_LINES = 200_000  # events buffered before each write
+
+WINDOW_START = datetime.date(2026, 8, 1)
+WINDOW_DAYS = 92  # 2026-08-01 .. 2026-10-31
+WEEKEND_WEIGHT = 1.25  # Friday to Sunday, relative to other days
+HOUR_WEIGHTS = [  # share of sessions starting in each hour, 00..23
+    3, 2, 1.5, 1, 1, 1, 1.5, 2, 2.5, 3, 3, 3.5,
+    4, 4, 4, 4, 4.5, 5, 6.5, 8.5, 10, 10, 8, 5,
+]
+
+AGE_BANDS = [(16, 17, 4), (18, 24, 28), (25, 34, 33), (35, 44, 18), (45, 54, 10), (55, 70, 7)]
+FEMALE_SHARE = 0.52
+REGIONS = {
+    "Jakarta": 26, "Surabaya": 10, "Bandung": 9, "Bekasi": 8, "Medan": 7,
+    "Tangerang": 6, "Depok": 5, "Semarang": 5, "Makassar": 4, "Palembang": 4,
+    "Yogyakarta": 4, "Malang": 3, "Denpasar": 3, "Balikpapan": 2, "Manado": 2,
+}
+
+CONTENT_TYPES = ["tv", "movie", "series", "microdrama"]
+CONTENT_MIX = [20, 25, 30, 25]  # share of the catalogue per content type
+LENGTH_SECONDS = {  # hidden length of an episode or feature: (min, max)
+    "tv": (20 * 60, 60 * 60),
+    "movie": (90 * 60, 150 * 60),
+    "series": (35 * 60, 65 * 60),
+    "microdrama": (60, 300),
+}
+GENRES = [
+    "drama", "comedy", "romance", "action", "thriller", "horror",
+    "family", "documentary", "animation", "reality", "crime", "sports",
+]
+GENRE_MIX = {  # genre weights of the catalogue per content type
+    "tv": {"reality": 25, "family": 20, "comedy": 15, "sports": 15, "documentary": 10,
+           "drama": 10, "animation": 5},
+    "movie": {"action": 18, "drama": 15, "horror": 14, "comedy": 14, "thriller": 10,
+              "romance": 10, "animation": 7, "family": 6, "documentary": 4, "crime": 2},
+    "series": {"drama": 25, "romance": 15, "crime": 12, "thriller": 12, "comedy": 10,
+               "action": 8, "horror": 8, "family": 5, "animation": 5},
+    "microdrama": {"romance": 40, "drama": 35, "comedy": 10, "thriller": 5, "family": 5,
+                   "horror": 5},
+}
+GENRE_APPEAL = {  # how often a genre is among a user's preferred genres
+    "drama": 16, "romance": 14, "comedy": 12, "action": 10, "horror": 9, "thriller": 8,
+    "family": 7, "reality": 6, "crime": 5, "animation": 5, "sports": 4, "documentary": 4,
+}
+GENDER_TILT = {"F": {"romance": 1.6, "drama": 1.6}, "M": {"action": 1.6, "sports": 1.6, "crime": 1.6}}
+TYPE_APPEAL = {"tv": 15, "movie": 30, "series": 30, "microdrama": 25}
+FIXED_ITEMS = [  # (title, content_type, genre) of i1, i2, ...
+    ("Drama Series A", "series", "drama"),
+    ("Family Show B", "tv", "family"),
+]
+
+GENRE_COUNT_WEIGHTS = [30, 45, 25]  # a user prefers 1, 2 or 3 genres
+TYPE_COUNT_WEIGHTS = [60, 40]  # a user prefers 1 or 2 content types
+GENRE_RANK_WEIGHTS = [0.6, 0.25, 0.15]  # primary genre is watched most
+TASTE_SHARE = 0.75  # share of started items drawn from the user's genres
+TYPE_LOYALTY = 0.8  # share of those taste draws in the preferred content types
+ZIPF_EXPONENT = 1.0  # item popularity weight = 1 / rank ** ZIPF_EXPONENT
+SESSIONS_SIGMA = 1.15  # spread of the lognormal sessions-per-user
+MAX_HISTORY_SHARE = 0.5  # no user has more sessions than this share of items
+MAX_DRAW_ROUNDS = 4  # popularity draws before topping a history up in rank order
+REWATCH_CHANCE = 0.3  # chance that a favourite is rewatched
+REWATCH_SESSIONS = (2, 4)  # sessions of a rewatched favourite
+U1_MIN_SESSIONS = 60  # with at most 4 sessions per item: >= 15 distinct items
+MIN_ITEMS = int(U1_MIN_SESSIONS / MAX_HISTORY_SHARE)  # so every history cap fits u1
+
+COMPLETION_RANGES = [(0.02, 0.30), (0.30, 0.85), (0.90, 1.00)]  # abandoned, partial, finished
+COMPLETION_MIX = [  # (abandoned, partial) chances by match level; finished is the rest
+    (0.40, 0.40),  # 0: neither genre nor content type matches
+    (0.25, 0.40),  # 1: one of them matches
+    (0.15, 0.35),  # 2: both match
+    (0.05, 0.20),  # 3: favourite being rewatched
+]
+COMPLETE_AT = 0.95  # completion from which a session counts as "complete"
+
+TITLE_PLACES = [
+    "Jakarta", "Bandung", "Surabaya", "Medan", "Semarang", "Makassar", "Yogyakarta",
+    "Denpasar", "Palembang", "Bekasi", "Bogor", "Malang", "Solo", "Bali", "Lombok",
+    "Batavia", "Bukittinggi", "Manado", "Ambon", "Pontianak", "Balikpapan", "Padang",
+    "Toba", "Cirebon", "Kupang",
+]
+TITLE_EN_ADJ = [
+    "Midnight", "Silent", "Broken", "Golden", "Hidden", "Last", "Crimson", "Endless",
+    "Secret", "Wild", "Distant", "Burning", "Frozen", "Lost", "Restless", "Quiet",
+    "Velvet", "Hollow", "Bright", "Savage", "Little", "Second", "Fading", "Rising",
+    "Northern", "Electric", "Paper", "Iron", "Sweet", "Bitter", "Stolen", "Falling",
+    "Rainy", "Neon", "Morning", "Final", "Brave", "Sleepless", "Wandering", "Scarlet",
+]
+TITLE_EN_NOUN = [
+    "Harbour", "Promise", "Season", "Kingdom", "Garden", "Road", "Letters", "Witness",
+    "Island", "Heart", "Empire", "Summer", "Shadows", "River", "Station", "Verdict",
+    "Symphony", "Frontier", "Horizon", "Alley", "Market", "Dynasty", "Tide", "Lantern",
+    "Bridge", "Storm", "Orchard", "Signal", "Mirror", "Highway", "Monsoon", "Kitchen",
+    "Hotel", "Academy", "Detective", "Wedding", "Village", "Lighthouse", "Dance", "Ghost",
+]
+TITLE_ID_NOUN = [
+    "Cinta", "Rahasia", "Janji", "Kisah", "Hantu", "Rindu", "Mimpi", "Bayang", "Jodoh",
+    "Takdir", "Dendam", "Surat", "Pelangi", "Senja", "Sahabat", "Keluarga", "Istri",
+    "Suami", "Menantu", "Warisan", "Pengantin", "Lentera", "Langit", "Ombak", "Rumah",
+    "Bunga", "Malam", "Kembang", "Anak", "Cahaya",
+]
+TITLE_ID_ADJ = [
+    "Terlarang", "Pertama", "Terakhir", "Kelam", "Abadi", "Tersembunyi", "Sejati",
+    "yang Hilang", "Tanpa Nama", "Sang Pewaris", "Kedua", "Merah", "Biru", "Putih",
+    "Sunyi", "Manis", "Pahit", "Jingga", "Lama", "Kecil", "Impian", "Berdarah",
+    "Tengah Malam", "Dalam Diam", "Untukmu",
+]
+
+
+def parse_args(argv=None):
+    """Read the command line and fill in preset defaults."""
+    parser = argparse.ArgumentParser(description="Generate users.csv, items.csv and events.csv.")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="bundled",
+                        help="sizes to start from (default: bundled, written next to this script)")
+    parser.add_argument("--out", type=Path, help="output folder (required for the 1m and 10m presets)")
+    parser.add_argument("--users", type=int, help="number of users")
+    parser.add_argument("--items", type=int, help="number of items")
+    parser.add_argument("--events", type=int, help="number of events, exactly")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="random seed")
+    args = parser.parse_args(argv)
+    users, items, events = PRESETS[args.preset]
+    args.users = users if args.users is None else args.users
+    args.items = items if args.items is None else args.items
+    args.events = events if args.events is None else args.events
+    if args.out is None:
+        if args.preset != "bundled":
+            parser.error(f"--out is required for --preset {args.preset}")
+        args.out = Path(__file__).resolve().parent
+    if args.items < MIN_ITEMS:
+        parser.error(f"--items must be at least {MIN_ITEMS}")
+    if args.users < 1:
+        parser.error("--users must be at least 1")
+    cap = int(args.items * MAX_HISTORY_SHARE)
+    if not args.users - 1 + U1_MIN_SESSIONS <= args.events <= args.users * cap:
+        parser.error(f"--events must be between {args.users - 1 + U1_MIN_SESSIONS} and {args.users * cap}")
+    return args
+
+
+def cumulative(weights):
+    """Running totals of weights, for choices(cum_weights=...)."""
+    return list(itertools.accumulate(weights))
+
+
+def weighted_distinct(rng, population, weights, k):
+    """Draw k distinct members of population, each draw weighted."""
+    cum = cumulative(weights)
+    picked = []
+    while len(picked) < k:
+        choice = rng.choices(population, cum_weights=cum)[0]
+        if choice not in picked:
+            picked.append(choice)
+    return picked
+
+
+def user_taste(rng, age, gender):
+    """Preferred genre and content-type indexes, primary first."""
+    genre_weights = [GENRE_APPEAL[g] * GENDER_TILT[gender].get(g, 1.0) for g in GENRES]
+    type_weights = [TYPE_APPEAL[t] for t in CONTENT_TYPES]
+    if age < 30:
+        type_weights[CONTENT_TYPES.index("microdrama")] *= 1.5
+    if age >= 45:
+        type_weights[CONTENT_TYPES.index("tv")] *= 2.0
+        type_weights[CONTENT_TYPES.index("microdrama")] *= 0.6
+    n_genres = rng.choices([1, 2, 3], weights=GENRE_COUNT_WEIGHTS)[0]
+    n_types = rng.choices([1, 2], weights=TYPE_COUNT_WEIGHTS)[0]
+    genres = weighted_distinct(rng, range(len(GENRES)), genre_weights, n_genres)
+    types = weighted_distinct(rng, range(len(CONTENT_TYPES)), type_weights, n_types)
+    return genres, types
+
+
+def make_users(rng, n_users):
+    """Users as (user_id, age, gender, region, genre indexes, type indexes)."""
+    regions, region_weights = list(REGIONS), list(REGIONS.values())
+    users = []
+    for number in range(1, n_users + 1):
+        low, high, _ = rng.choices(AGE_BANDS, weights=[band[2] for band in AGE_BANDS])[0]
+        age = rng.randint(low, high)
+        gender = "F" if rng.random() < FEMALE_SHARE else "M"
+        region = rng.choices(regions, weights=region_weights)[0]
+        genres, types = user_taste(rng, age, gender)
+        if number == 1:  # u1 is into drama series, so it has a drama history
+            genres = [GENRES.index("drama")] + [g for g in genres if GENRES[g] != "drama"][:1]
+            types = [CONTENT_TYPES.index("series")]
+        users.append((f"u{number}", age, gender, region, genres, types))
+    return users
+
+
+def make_titles(rng, count):
+    """count unique titles: shuffled word-list combinations, numbered as sequels when exhausted."""
+    pool = (
+        [f"{adj} {noun}" for adj in TITLE_EN_ADJ for noun in TITLE_EN_NOUN]
+        + [f"{place} {noun}" for place in TITLE_PLACES for noun in TITLE_EN_NOUN]
+        + [f"{noun} di {place}" for noun in TITLE_ID_NOUN for place in TITLE_PLACES]
+        + [f"{noun} {adj}" for noun in TITLE_ID_NOUN for adj in TITLE_ID_ADJ]
+    )
+    rng.shuffle(pool)
+    return [pool[k % len(pool)] + (f" {k // len(pool) + 1}" if k >= len(pool) else "")
+            for k in range(count)]
+
+
+def make_items(rng, n_items):
+    """Items as parallel lists: titles, type indexes, genre indexes, lengths, popularity weights."""
+    type_idx = rng.choices(range(len(CONTENT_TYPES)), weights=CONTENT_MIX, k=n_items)
+    genre_idx = []
+    for t in type_idx:
+        mix = GENRE_MIX[CONTENT_TYPES[t]]
+        genre_idx.append(GENRES.index(rng.choices(list(mix), weights=list(mix.values()))[0]))
+    titles = make_titles(rng, n_items - len(FIXED_ITEMS))
+    for k, (title, content_type, genre) in enumerate(FIXED_ITEMS):
+        type_idx[k], genre_idx[k] = CONTENT_TYPES.index(content_type), GENRES.index(genre)
+        titles.insert(k, title)
+    lengths = [rng.randint(*LENGTH_SECONDS[CONTENT_TYPES[t]]) for t in type_idx]
+    ranks = list(range(1, n_items + 1))
+    rng.shuffle(ranks)
+    popularity = [1.0 / rank ** ZIPF_EXPONENT for rank in ranks]
+    return titles, type_idx, genre_idx, lengths, popularity
+
+
+def draw_tables(type_idx, genre_idx, popularity):
+    """Popularity tables (items, cum_weights): [0] global, then per (genre, type) and per genre."""
+    tables = [(list(range(len(popularity))), cumulative(popularity))]
+    index = {}
+    cells = {}
+    for item, (g, t) in enumerate(zip(genre_idx, type_idx)):
+        cells.setdefault((g, t), []).append(item)
+        cells.setdefault((g, None), []).append(item)
+    for key, items in cells.items():
+        index[key] = len(tables)
+        tables.append((items, cumulative(popularity[i] for i in items)))
+    return tables, index
+
+
+def user_cells(genres, types, index):
+    """Table indexes and cumulative weights of one user's draws: taste cells plus the global table."""
+    cells, weights = [0], [1.0 - TASTE_SHARE]
+    genre_weights = GENRE_RANK_WEIGHTS[:len(genres)]
+    genre_total = sum(genre_weights)
+    for g, g_weight in zip(genres, genre_weights):
+        if (g, None) not in index:
+            continue  # the catalogue has no item of this genre
+        for t in range(len(CONTENT_TYPES)):
+            t_weight = (1.0 - TYPE_LOYALTY) / len(CONTENT_TYPES)
+            if t in types:
+                t_weight += TYPE_LOYALTY / len(types)
+            cells.append(index.get((g, t), index[(g, None)]))
+            weights.append(TASTE_SHARE * g_weight / genre_total * t_weight)
+    return cells, cumulative(weights)
+
+
+def allocate_sessions(rng, n_users, n_events, cap):
+    """Sessions per user: lognormal, between 1 and cap, u1 at least U1_MIN_SESSIONS, summing to n_events."""
+    raw = [rng.lognormvariate(0.0, SESSIONS_SIGMA) for _ in range(n_users)]
+    scale = n_events / sum(raw)
+    counts = [min(cap, max(1, int(r * scale))) for r in raw]
+    counts[0] = max(counts[0], U1_MIN_SESSIONS)
+    cum = cumulative(raw)
+    diff = n_events - sum(counts)
+    while diff:
+        step = 1 if diff > 0 else -1
+        for user in rng.choices(range(n_users), cum_weights=cum, k=abs(diff)):
+            new = counts[user] + step
+            if (U1_MIN_SESSIONS if user == 0 else 1) <= new <= cap:
+                counts[user] = new
+                diff -= step
+    return counts
+
+
+def draw_history(rng, n, cells, cell_cum, tables, by_rank):
+    """Up to n distinct items in the order the user starts them."""
+    seen = {}
+    want = n + n // 4 + 4
+    for _ in range(MAX_DRAW_ROUNDS):
+        sources = rng.choices(cells, cum_weights=cell_cum, k=want)
+        draws = {}
+        for table, count in Counter(sources).items():
+            items, cum = tables[table]
+            draws[table] = iter(rng.choices(items, cum_weights=cum, k=count))
+        seen.update(dict.fromkeys(map(next, map(draws.__getitem__, sources))))
+        if len(seen) >= n:
+            return list(seen)[:n]
+        want = 2 * (n - len(seen)) + 4
+    seen.update(dict.fromkeys(item for item in by_rank if item not in seen))
+    return list(seen)[:n]
+
+
+def plan_sessions(rng, history, n, genre_idx, type_idx, genres, types):
+    """Session items and match levels (0-3) for one user, exactly n sessions."""
+    genre_match = [int(g in genres) for g in range(len(GENRES))]
+    type_match = [int(t in types) for t in range(len(CONTENT_TYPES))]
+    rnd = rng.random
+    low, high = REWATCH_SESSIONS
+    items, levels = [], []
+    for item in history:
+        level = genre_match[genre_idx[item]] + type_match[type_idx[item]]
+        if level == 2 and rnd() < REWATCH_CHANCE:
+            repeat = low + int(rnd() * (high - low + 1))
+            items += [item] * repeat
+            levels += [3] * repeat
+        else:
+            items.append(item)
+            levels.append(level)
+        if len(items) >= n:
+            break
+    return items[:n], levels[:n]
+
+
+def time_tables():
+    """Day prefixes, second-of-day suffixes and the cumulative weights to draw them."""
+    days, day_weights = [], []
+    for offset in range(WINDOW_DAYS):
+        day = WINDOW_START + datetime.timedelta(days=offset)
+        days.append(f"{day.isoformat()}T")
+        day_weights.append(WEEKEND_WEIGHT if day.weekday() >= 4 else 1.0)
+    seconds = [f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}Z" for s in range(86_400)]
+    second_weights = [HOUR_WEIGHTS[s // 3600] for s in range(86_400)]
+    return days, cumulative(day_weights), seconds, cumulative(second_weights)
+
+
+def user_events(rng, user_id, items, levels, item_ids, lengths, clock):
+    """One user's event lines in time order, with their sort keys (seconds since the window start)."""
+    days, day_cum, seconds, second_cum = clock
+    n = len(items)
+    rnd = rng.random
+    keys = [d * 86_400 + s for d, s in zip(
+        rng.choices(range(WINDOW_DAYS), cum_weights=day_cum, k=n),
+        rng.choices(range(86_400), cum_weights=second_cum, k=n))]
+    (a_lo, a_hi), (p_lo, p_hi), (f_lo, f_hi) = COMPLETION_RANGES
+    a_span, p_span, f_span = a_hi - a_lo, p_hi - p_lo, f_hi - f_lo
+    cut = [(a, a + p) for a, p in COMPLETION_MIX]
+    lines = []
+    for item, level, key in zip(items, levels, keys):
+        abandon, partial = cut[level]
+        u = rnd()
+        if u < abandon:
+            completion = a_lo + a_span * rnd()
+        elif u < partial:
+            completion = p_lo + p_span * rnd()
+        else:
+            completion = f_lo + f_span * rnd()
+        event = "complete" if completion >= COMPLETE_AT else "play"
+        lines.append(f"{user_id},{item_ids[item]},{event},{int(lengths[item] * completion)},"
+                     f"{days[key // 86_400]}{seconds[key % 86_400]}\n")
+    order = sorted(range(n), key=keys.__getitem__)
+    return [keys[i] for i in order], [lines[i] for i in order]
+
+
+def write_table(path, header, rows):
+    """Write a small CSV with the csv module ('\\n' line endings)."""
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def write_events(path, chunks, sort_all):
+    """Write events.csv from per-user (keys, lines); sorted by time when sort_all, else streamed."""
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write("user_id,item_id,event_type,watch_seconds,timestamp\n")
+        if sort_all:
+            rows = [row for keys, lines in chunks for row in zip(keys, lines)]
+            rows.sort()
+            f.write("".join(line for _, line in rows))
+            return
+        buffer = []
+        for _, lines in chunks:
+            buffer += lines
+            if len(buffer) >= FLUSH_LINES:
+                f.write("".join(buffer))
+                buffer.clear()
+        f.write("".join(buffer))
+
+
+def generate(args):
+    """Build the catalogue and users, then stream every user's sessions into events.csv."""
+    rng = Random(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    users = make_users(rng, args.users)
+    titles, type_idx, genre_idx, lengths, popularity = make_items(rng, args.items)
+    item_ids = [f"i{k}" for k in range(1, args.items + 1)]
+    write_table(args.out / "users.csv", ["user_id", "age", "gender", "region"],
+                [user[:4] for user in users])
+    write_table(args.out / "items.csv", ["item_id", "title", "content_type", "genre"],
+                [(item_ids[k], titles[k], CONTENT_TYPES[type_idx[k]], GENRES[genre_idx[k]])
+                 for k in range(args.items)])
+    tables, index = draw_tables(type_idx, genre_idx, popularity)
+    by_rank = sorted(range(args.items), key=popularity.__getitem__, reverse=True)
+    cap = int(args.items * MAX_HISTORY_SHARE)
+    counts = allocate_sessions(rng, args.users, args.events, cap)
+    clock = time_tables()
+
+    def chunks():
+        for (user_id, _, _, _, genres, types), n in zip(users, counts):
+            cells, cell_cum = user_cells(genres, types, index)
+            history = draw_history(rng, n, cells, cell_cum, tables, by_rank)
+            if user_id == "u1":
+                history = [0] + [item for item in history if item != 0][:n - 1]  # i1, Drama Series A
+            items, levels = plan_sessions(rng, history, n, genre_idx, type_idx, genres, types)
+            yield user_events(rng, user_id, items, levels, item_ids, lengths, clock)
+
+    write_events(args.out / "events.csv", chunks(), args.events <= SORT_LIMIT)
+
+
+def main(argv=None):
+    """Entry point: generate the files and print a one-line summary to stderr."""
+    started = time.perf_counter()
+    args = parse_args(argv)
+    generate(args)
+    print(f"generate.py: {args.users} users, {args.items} items, {args.events} events "
+          f"(seed {args.seed}) written to {args.out} in {time.perf_counter() - started:.1f} s",
+          file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

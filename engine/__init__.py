@@ -1,0 +1,62 @@
+"""A small SQL-centric recommender for a streaming platform, on DuckDB.
+
+The model lives in sql/; this package loads the CSVs, runs the SQL files in
+order into recs.db, and answers questions with the named queries stored there.
+
+    >>> from engine import recommend_popular, recommend_for_user
+    >>> recommend_popular(k=5)                 # list of dicts, best first
+    >>> recs = recommend_for_user("u1", k=5)   # list of dicts ...
+    >>> recs.fallback_used                     # ... that says if it fell back to popular
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from .build import BuildReport, build, ensure_built
+from .config import ModelParams
+from .errors import (
+    BadArgument,
+    BuildError,
+    DatabaseLocked,
+    DatabaseMissing,
+    DataFileError,
+    RecsError,
+    UnknownValue,
+)
+from .recommend import Recommendations, Recommender
+
+
+@lru_cache(maxsize=1)
+def _default() -> Recommender:
+    """One Recommender on the default paths ($RECS_DB, $RECS_DATA_DIR or ./recs.db, ./data)."""
+    return Recommender()
+
+
+def recommend_popular(k: int = 10) -> list[dict]:
+    """The k most popular items: dicts with item_id, title, score, reason, source."""
+    return _default().popular(k)
+
+
+def recommend_for_user(user_id: str, k: int = 10) -> Recommendations:
+    """The k items user_id should watch next; .fallback_used says if popular items stood in."""
+    return _default().recommend(user_id, k)
+
+
+__all__ = [
+    "BadArgument",
+    "BuildError",
+    "BuildReport",
+    "DataFileError",
+    "DatabaseLocked",
+    "DatabaseMissing",
+    "ModelParams",
+    "Recommendations",
+    "Recommender",
+    "RecsError",
+    "UnknownValue",
+    "build",
+    "ensure_built",
+    "recommend_for_user",
+    "recommend_popular",
+]

@@ -1,0 +1,48 @@
+"""Where things are, and the knobs of the model.
+
+Paths come from arguments, else the environment (RECS_DB, RECS_DATA_DIR),
+else ./recs.db and ./data. Model parameters are copied into the one-row
+table model_params at build time, where the SQL reads them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+DEFAULT_DB = "recs.db"
+DEFAULT_DATA_DIR = "data"
+
+
+def db_path(value: str | os.PathLike | None = None) -> Path:
+    """The database file: the argument, else $RECS_DB, else ./recs.db."""
+    return Path(value or os.environ.get("RECS_DB") or DEFAULT_DB)
+
+
+def data_dir(value: str | os.PathLike | None = None) -> Path:
+    """The CSV folder: the argument, else $RECS_DATA_DIR, else ./data."""
+    return Path(value or os.environ.get("RECS_DATA_DIR") or DEFAULT_DATA_DIR)
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """Build-time parameters of the model (see sql/20-40 for their use)."""
+
+    heavy_threshold: float = 0.8
+    """completion at or above which an item counts as heavily watched."""
+    min_plays_for_length: int = 5
+    """plays an item needs before its own plays set its estimated length."""
+    max_full_views: float = 4.0
+    """full views beyond which more watching adds no strength."""
+    half_life_days: float = 0.0
+    """strength halves every this many days before the data's end; 0 = off."""
+    max_neighbors: int = 50
+    """neighbours kept per item in item_neighbors."""
+    min_support: int = 1
+    """users who must have watched both items of a similar pair."""
+    resurface_light: bool = False
+    """recommend again items the user watched only lightly (below heavy_threshold)."""
+
+    def as_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,240 @@
+"""Reading the three CSVs into staging tables, and reporting every bad row.
+
+DuckDB's sniffer is not trusted: one ragged row makes read_csv_auto read a
+whole file as a single text column, and a reordered header is mapped by
+position. So each header is checked by name here, every column is staged as
+text with an explicit dialect (ragged rows go to DuckDB's rejects table),
+and sql/10-12 validate and cast in SQL. Problems are first recorded by
+record number; finish_issues() then gives each its line in the file.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from .errors import DataFileError
+
+
+@dataclass(frozen=True)
+class CsvSpec:
+    """One input file: its name, its staging table, the columns it must have."""
+
+    file: str
+    table: str
+    columns: tuple[str, ...]
+
+
+SPECS = (
+    CsvSpec("users.csv", "users", ("user_id", "age", "gender", "region")),
+    CsvSpec("items.csv", "items", ("item_id", "title", "content_type", "genre")),
+    CsvSpec("events.csv", "events", ("user_id", "item_id", "event_type", "watch_seconds", "timestamp")),
+)
+
+# The dialect every file is read with; nothing is guessed.
+DIALECT = "auto_detect = false, header = true, delim = ',', quote = '\"', escape = '\"'"
+
+
+def data_files(folder: Path) -> list[Path]:
+    """The three input paths, after checking the folder and each file exist."""
+    if not folder.is_dir():
+        raise DataFileError(f"data folder not found: {folder} (set --data-dir or RECS_DATA_DIR)")
+    paths = [folder / spec.file for spec in SPECS]
+    for path in paths:
+        if not path.is_file():
+            raise DataFileError(f"{path.name} not found in {folder}")
+    return paths
+
+
+def read_header(path: Path, spec: CsvSpec) -> list[str]:
+    """The file's column names in file order, checked by name against the spec."""
+    if path.stat().st_size == 0:
+        raise DataFileError(
+            f"{path}: the file is empty (0 bytes); it needs at least the header line "
+            f"{','.join(spec.columns)}"
+        )
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            first = next(csv.reader(handle), [])
+    except UnicodeDecodeError:
+        raise DataFileError(f"{path}, line 1: the header is not UTF-8 text") from None
+    names = [name.strip().lower() for name in first]
+    if not any(names):
+        raise DataFileError(f"{path}, line 1: no header; expected {','.join(spec.columns)}")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    missing = [name for name in spec.columns if name not in names]
+    extra = [name for name in names if name not in spec.columns]
+    problems = []
+    if missing:
+        problems.append("missing column(s) " + ", ".join(missing))
+    if extra:
+        problems.append("unexpected column(s) " + ", ".join(extra))
+    if repeated:
+        problems.append("repeated column(s) " + ", ".join(repeated))
+    if problems:
+        raise DataFileError(
+            f"{path}, line 1: {'; '.join(problems)} (expected {','.join(spec.columns)})"
+        )
+    return names
+
+
+def stage(con: duckdb.DuckDBPyConnection, path: Path, spec: CsvSpec) -> None:
+    """Read one file as text into raw_<table>; rows of the wrong shape become load issues."""
+    header = read_header(path, spec)
+    columns = {name: "VARCHAR" for name in header}  # file order: mapped by name, not position
+    # Identifiers cannot be parameters; spec.table is one of three constants.
+    con.execute(
+        f"""
+        create temp table raw_{spec.table}_rows as
+        select * from read_csv(
+            $path, columns = $columns, {DIALECT},
+            store_rejects = true,
+            rejects_table = 'rejects_{spec.table}',
+            rejects_scan = 'reject_scans_{spec.table}'
+        )
+        """,
+        {"path": str(path), "columns": columns},
+    )
+    # rowid follows the file's order: it is the record number the checks report.
+    con.execute(f"create temp view raw_{spec.table} as select rowid as rec_no, * from raw_{spec.table}_rows")
+    con.execute(
+        f"""
+        insert into load_issue_records (file, csv_line, column_name, problem, action)
+        select
+            $file,
+            line,
+            null,
+            case
+                when any_value(error_type) in ('MISSING COLUMNS', 'TOO MANY COLUMNS')
+                    then 'the row has ' || max(regexp_extract(error_message, 'Found: ([0-9]+)', 1))
+                        || ' fields, expected {len(spec.columns)}'
+                when any_value(error_type) = 'INVALID UNICODE' then 'the row is not valid UTF-8 text'
+                when any_value(error_type) = 'UNQUOTED VALUE' then 'a quote in the row is not closed or not escaped'
+                else lower(any_value(error_type)) || ': ' || any_value(error_message)
+            end,
+            'row skipped'
+        from rejects_{spec.table}
+        group by line
+        """,
+        {"file": spec.file},
+    )
+
+
+def stage_all(con: duckdb.DuckDBPyConnection, folder: Path) -> None:
+    """Stage users.csv, items.csv and events.csv from one folder."""
+    for path, spec in zip(data_files(folder), SPECS):
+        stage(con, path, spec)
+
+
+def finish_issues(con: duckdb.DuckDBPyConnection, folder: Path) -> None:
+    """Create load_issues: every recorded problem with its line number and raw text.
+
+    Records are numbered by DuckDB in file order, but a record may span lines
+    (a quoted newline), blank lines are skipped and rejected rows are not in
+    the staging table. So the file is read once more as plain lines, record
+    starts are found by counting quotes, and the n-th accepted record is
+    matched to the n-th record start that was not rejected. Files without
+    problems are not read again.
+    """
+    con.execute(
+        """
+        create table load_issues (
+            file varchar not null,
+            line bigint,
+            column_name varchar,
+            problem varchar not null,
+            action varchar not null,
+            raw_text varchar
+        )
+        """
+    )
+    files = [row[0] for row in con.execute("select distinct file from load_issue_records").fetchall()]
+    for spec in SPECS:
+        if spec.file not in files:
+            continue
+        con.execute(LINE_MAP, {"path": str(folder / spec.file)})
+        con.execute(INSERT_ISSUES, {"file": spec.file})
+    con.execute("drop table if exists line_map")
+
+
+# One row per physical line. row_number() over () numbers rows in the order
+# the single-column scan produced them, which is file order.
+LINE_MAP = """
+create or replace temp table line_map as
+with physical as (
+    select
+        row_number() over () as line,
+        raw
+    from read_csv(
+        $path, columns = {'raw': 'VARCHAR'}, auto_detect = false, header = false,
+        delim = E'\\x1f', quote = '', escape = '', strict_mode = false
+    )
+),
+
+quote_state as (
+    select
+        line,
+        raw,
+        coalesce(
+            sum(length(raw) - length(replace(raw, '"', ''))) over (
+                order by line rows between unbounded preceding and 1 preceding
+            ),
+            0
+        ) % 2 = 1 as inside_quotes
+    from physical
+)
+
+select
+    line,
+    raw,
+    inside_quotes,
+    -- DuckDB's own line numbers count records and blank lines, not the
+    -- extra lines of a quoted value: the numbering its rejects table uses.
+    sum(case when inside_quotes then 0 else 1 end) over (order by line) as csv_line,
+    not inside_quotes and raw is not null and line > 1 as is_record_start
+from quote_state
+"""
+
+INSERT_ISSUES = """
+insert into load_issues
+with records as (
+    select
+        line,
+        raw,
+        csv_line
+    from line_map
+    where is_record_start
+),
+
+rejected as (
+    select csv_line
+    from load_issue_records
+    where file = $file and csv_line is not null
+),
+
+accepted as (
+    select
+        line,
+        raw,
+        row_number() over (order by line) - 1 as rec_no
+    from records
+    where csv_line not in (select csv_line from rejected)
+)
+
+select
+    issue.file,
+    coalesce(accepted.line, reject.line) as line,
+    issue.column_name,
+    issue.problem,
+    issue.action,
+    coalesce(accepted.raw, reject.raw) as raw_text
+from load_issue_records as issue
+left join accepted on accepted.rec_no = issue.rec_no
+left join line_map as reject
+    on reject.csv_line = issue.csv_line and not reject.inside_quotes
+where issue.file = $file
+order by line
+"""

@@ -1,0 +1,173 @@
+"""Answering questions from a built recs.db: popular items, a user's next
+watch, their history, an item's neighbours. Every answer is one named table
+macro of sql/50_serving.sql with its parameters bound.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+
+from . import config
+from .build import Progress, ensure_built, locked_message
+from .config import ModelParams
+from .errors import BadArgument, DatabaseLocked, DatabaseMissing, UnknownValue
+
+
+class Recommendations(list):
+    """A list of recommended items (dicts) that also says how it was made.
+
+    fallback_used is True when nothing was personalised because the user is
+    unknown or has no usable history; user_known tells the two apart.
+    """
+
+    def __init__(self, items: list[dict], fallback_used: bool, user_known: bool):
+        super().__init__(items)
+        self.fallback_used = fallback_used
+        self.user_known = user_known
+
+
+class Recommender:
+    """Read-only access to a recs.db, building it first when it is missing or stale.
+
+    Parameters
+    ----------
+    db, data_dir:
+        Paths; default to $RECS_DB / $RECS_DATA_DIR, else ./recs.db and ./data.
+    params:
+        Model parameters used if a build is needed.
+    auto_build:
+        Build when recs.db is missing or older than the CSVs.
+    progress:
+        Called with each build step's name.
+    """
+
+    def __init__(
+        self,
+        db: str | os.PathLike | None = None,
+        data_dir: str | os.PathLike | None = None,
+        params: ModelParams | None = None,
+        auto_build: bool = True,
+        progress: Progress | None = None,
+    ):
+        self.db = config.db_path(db)
+        self.data_dir = config.data_dir(data_dir)
+        self.build_report = None
+        if auto_build:
+            self.build_report = ensure_built(self.db, self.data_dir, params or ModelParams(), progress)
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._opened: tuple[int, int] | None = None
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor on the current recs.db; reopens after a rebuild swapped the file."""
+        try:
+            stat = self.db.stat()
+        except FileNotFoundError:
+            raise DatabaseMissing(f"{self.db} does not exist; run 'python cli.py build'") from None
+        stamp = (stat.st_ino, stat.st_mtime_ns)
+        if self._con is None or stamp != self._opened:
+            try:
+                con = duckdb.connect(str(self.db), read_only=True)
+            except duckdb.IOException as error:
+                if "lock" in str(error).lower():
+                    raise DatabaseLocked(locked_message(self.db, error)) from None
+                raise
+            if self._con is not None:
+                self._con.close()
+            self._con, self._opened = con, stamp
+        return self._con.cursor()  # one cursor per query: safe across threads
+
+    def _rows(self, query: str, params: dict) -> list[dict]:
+        cursor = self._cursor()
+        try:
+            result = cursor.execute(query, params)
+            names = [column[0] for column in result.description]
+            return [dict(zip(names, row)) for row in result.fetchall()]
+        finally:
+            cursor.close()
+
+    def popular(self, k: int = 10, genre: str | None = None, content_type: str | None = None) -> list[dict]:
+        """The k most popular items, best first, optionally of one genre / content type."""
+        _check_k(k)
+        items = self._rows(
+            "select * from popular($k, only_genre := $genre, only_content_type := $content_type)",
+            {"k": k, "genre": genre, "content_type": content_type},
+        )
+        if not items:
+            self._check_filters(genre, content_type)
+        return items
+
+    def recommend(
+        self, user_id: str, k: int = 10, genre: str | None = None, content_type: str | None = None
+    ) -> Recommendations:
+        """The k items user_id should watch next, personalised first, then popular fill."""
+        _check_k(k)
+        items = self._rows(
+            "select * from recommend($user_id, $k, only_genre := $genre, only_content_type := $content_type)",
+            {"user_id": user_id, "k": k, "genre": genre, "content_type": content_type},
+        )
+        if not items:
+            self._check_filters(genre, content_type)
+        has_history, known = self._rows(
+            """
+            select
+                exists (select 1 from user_item_strength where user_id = $user_id and strength > 0) as has_history,
+                exists (select 1 from users where user_id = $user_id)
+                    or exists (select 1 from user_item_strength where user_id = $user_id) as known
+            """,
+            {"user_id": user_id},
+        )[0].values()
+        return Recommendations(items, fallback_used=not has_history, user_known=known)
+
+    def history(self, user_id: str) -> list[dict]:
+        """What user_id watched, one row per item, latest first."""
+        return self._rows("select * from user_history($user_id)", {"user_id": user_id})
+
+    def similar(self, item_id: str, k: int = 10) -> list[dict]:
+        """The k items most similar to item_id."""
+        _check_k(k)
+        items = self._rows("select * from similar_items($item_id, $k)", {"item_id": item_id, "k": k})
+        if not items and not self._rows("select 1 from items where item_id = $id", {"id": item_id}):
+            raise UnknownValue(f"item {item_id!r} is not in the catalogue")
+        return items
+
+    def user_known(self, user_id: str) -> bool:
+        """True when user_id is in users.csv or has events."""
+        return bool(
+            self._rows(
+                """
+                select 1 from users where user_id = $id
+                union all
+                select 1 from user_item_strength where user_id = $id
+                limit 1
+                """,
+                {"id": user_id},
+            )
+        )
+
+    def load_issues(self, limit: int = 20) -> list[dict]:
+        """The first load issues, by file and line."""
+        return self._rows("select * from load_issues order by file, line limit $limit", {"limit": limit})
+
+    def _check_filters(self, genre: str | None, content_type: str | None) -> None:
+        """Raise UnknownValue when a filter names a genre or content type no item has."""
+        for column, value in (("genre", genre), ("content_type", content_type)):
+            if value is None:
+                continue
+            known = [row["value"] for row in self._rows(
+                f"select distinct {column} as value from items order by value", {}
+            )]
+            if value.lower() not in known:
+                raise UnknownValue(f"no item has {column} {value!r}; known: {', '.join(known)}")
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+
+def _check_k(k: int) -> None:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise BadArgument(f"k must be a whole number of at least 1, not {k!r}")

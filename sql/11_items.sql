@@ -1,0 +1,58 @@
+-- items: one row per item_id in items.csv. The first row of a repeated
+-- item_id wins. content_type and genre are lower-cased so filters match any
+-- spelling; a blank title shows the item_id, a blank genre becomes 'unknown'.
+create temp table items_checked as
+with source as (
+    select
+        rec_no,
+        nullif(trim(item_id), '') as item_id,
+        nullif(trim(title), '') as title,
+        nullif(lower(trim(content_type)), '') as content_type,
+        nullif(lower(trim(genre)), '') as genre
+    from raw_items
+),
+
+numbered as (
+    select
+        *,
+        row_number() over (partition by item_id order by rec_no) as occurrence
+    from source
+),
+
+final as (
+    select
+        *,
+        case
+            when item_id is null then 'item_id is blank'
+            when occurrence > 1 then 'duplicate item_id ''' || item_id || ''': the first row wins'
+        end as row_problem
+    from numbered
+)
+
+select * from final;
+
+insert into load_issue_records (file, rec_no, column_name, problem, action)
+select 'items.csv', rec_no, 'item_id', row_problem, 'row skipped'
+from items_checked
+where row_problem is not null
+union all
+select 'items.csv', rec_no, 'title', 'title is blank', 'kept, item_id shown as title'
+from items_checked
+where row_problem is null and title is null
+union all
+select 'items.csv', rec_no, 'content_type', 'content_type is blank', 'kept, content_type unknown'
+from items_checked
+where row_problem is null and content_type is null
+union all
+select 'items.csv', rec_no, 'genre', 'genre is blank', 'kept, genre unknown'
+from items_checked
+where row_problem is null and genre is null;
+
+create table items as
+select
+    item_id,
+    coalesce(title, item_id) as title,
+    coalesce(content_type, 'unknown') as content_type,
+    coalesce(genre, 'unknown') as genre
+from items_checked
+where row_problem is null;

@@ -1,0 +1,77 @@
+-- events: one row per valid viewing session in events.csv, with watched_at
+-- in UTC ('Z' and offsets converted; a timestamp without one is taken as UTC).
+-- A row with any problem below is skipped and reported: the model cannot use
+-- an event without a known user, a known item, seconds and a time. Events of
+-- users missing from users.csv are kept: those users are known by behaviour.
+create temp table events_checked as
+with source as (
+    select
+        rec_no,
+        nullif(trim(user_id), '') as user_id,
+        nullif(trim(item_id), '') as item_id,
+        nullif(lower(trim(event_type)), '') as event_type,
+        nullif(trim(watch_seconds), '') as seconds_text,
+        nullif(trim("timestamp"), '') as timestamp_text
+    from raw_events
+),
+
+parsed as (
+    select
+        *,
+        case
+            when regexp_full_match(seconds_text, '[0-9]{1,12}(\.[0-9]*)?')
+                then cast(seconds_text as double)
+        end as watch_seconds,
+        -- timezone('UTC', timestamptz) gives a plain UTC timestamp; try_cast
+        -- turns text that is no time (or no real date) into null.
+        timezone('UTC', try_cast(timestamp_text as timestamptz)) as watched_at
+    from source
+),
+
+final as (
+    select
+        parsed.*,
+        case
+            when parsed.user_id is null then 'user_id is blank'
+            when parsed.item_id is null then 'item_id is blank'
+            when parsed.event_type is null then 'event_type is blank'
+            when event_types.event_type is null
+                then 'unknown event_type ''' || parsed.event_type || ''' (accepted: '
+                    || (select string_agg(event_type, ', ' order by event_type) from event_types) || ')'
+            when seconds_text is null then 'watch_seconds is blank'
+            when regexp_full_match(seconds_text, '-[0-9.]+') then 'watch_seconds ''' || seconds_text || ''' is negative'
+            when parsed.watch_seconds is null then 'watch_seconds ''' || seconds_text || ''' is not a number of seconds'
+            when parsed.watch_seconds > 86400 then 'watch_seconds ''' || seconds_text || ''' is more than a day in one session'
+            when timestamp_text is null then 'timestamp is blank'
+            when watched_at is null then 'timestamp ''' || timestamp_text || ''' is not a date and time'
+            when items.item_id is null then 'item_id ''' || parsed.item_id || ''' is not in items.csv'
+        end as row_problem,
+        case
+            when parsed.user_id is null then 'user_id'
+            when parsed.item_id is null then 'item_id'
+            when event_types.event_type is null then 'event_type'
+            when parsed.watch_seconds is null or parsed.watch_seconds > 86400 then 'watch_seconds'
+            when watched_at is null then 'timestamp'
+            else 'item_id'
+        end as problem_column
+    from parsed
+    left join event_types on event_types.event_type = parsed.event_type
+    left join items on items.item_id = parsed.item_id
+)
+
+select * from final;
+
+insert into load_issue_records (file, rec_no, column_name, problem, action)
+select 'events.csv', rec_no, problem_column, row_problem, 'row skipped'
+from events_checked
+where row_problem is not null;
+
+create table events as
+select
+    user_id,
+    item_id,
+    event_type,
+    watch_seconds,
+    watched_at
+from events_checked
+where row_problem is null;

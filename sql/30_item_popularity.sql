@@ -1,0 +1,32 @@
+-- item_popularity: one row per catalogue item, watched or not.
+-- score = sum of every viewer's strength: "full views' worth" of engaged
+-- watching, comparable across a 3-minute episode and a 2-hour movie (raw
+-- seconds would rank every movie above every microdrama). Ties go to more
+-- viewers, then item_id, so the order is stable.
+create table item_popularity as
+with per_item as (
+    select
+        item_id,
+        count(*) as viewers,
+        sum(count_plays) as count_plays,
+        sum(watch_seconds) as watch_seconds,
+        sum(strength) as score
+    from user_item_strength
+    group by item_id
+),
+
+final as (
+    select
+        items.item_id,
+        coalesce(per_item.viewers, 0) as viewers,
+        coalesce(per_item.count_plays, 0) as count_plays,
+        coalesce(per_item.watch_seconds, 0) as watch_seconds,
+        coalesce(per_item.score, 0) as score,
+        row_number() over (
+            order by coalesce(per_item.score, 0) desc, coalesce(per_item.viewers, 0) desc, items.item_id
+        ) as popularity_rank
+    from items
+    left join per_item on per_item.item_id = items.item_id
+)
+
+select * from final;
