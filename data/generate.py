@@ -15,7 +15,8 @@ The model behind the numbers:
   exactly --events. About 75% of the items a user starts come from their
   genres (preferred content types first), the rest from global popularity. A
   user starts an item once; a favourite (genre and type both match) may be
-  rewatched, 2-4 sessions in all.
+  rewatched, 2-4 sessions in all. u1 likes drama series, has watched i1
+  ("Drama Series A") and at least 15 items in all.
 * A session watches length x completion seconds. Completion comes from a
   mixture: abandoned (2-30%), partial (30-85%) or finished (90-100%); the
   better the item matches the user's taste, the likelier finished. event_type
@@ -53,6 +54,7 @@ FLUSH_LINES = 200_000  # events buffered before each write
 WINDOW_START = datetime.date(2026, 8, 1)
 WINDOW_DAYS = 92  # 2026-08-01 .. 2026-10-31
 WEEKEND_WEIGHT = 1.25  # Friday to Sunday, relative to other days
+CLOCK_POOL = 1 << 17  # size of the lookup pool that draws a session's hour slot
 HOUR_WEIGHTS = [  # share of sessions starting in each hour, 00..23
     3, 2, 1.5, 1, 1, 1, 1.5, 2, 2.5, 3, 3, 3.5,
     4, 4, 4, 4, 4.5, 5, 6.5, 8.5, 10, 10, 8, 5,
@@ -94,6 +96,8 @@ GENRE_APPEAL = {  # how often a genre is among a user's preferred genres
 }
 GENDER_TILT = {"F": {"romance": 1.6, "drama": 1.6}, "M": {"action": 1.6, "sports": 1.6, "crime": 1.6}}
 TYPE_APPEAL = {"tv": 15, "movie": 30, "series": 30, "microdrama": 25}
+YOUNG_BELOW = 30  # younger users like microdrama 1.5x more
+SENIOR_FROM = 45  # older users like tv 2x more, microdrama 0.6x
 FIXED_ITEMS = [  # (title, content_type, genre) of i1, i2, ...
     ("Drama Series A", "series", "drama"),
     ("Family Show B", "tv", "family"),
@@ -105,10 +109,10 @@ GENRE_RANK_WEIGHTS = [0.6, 0.25, 0.15]  # primary genre is watched most
 TASTE_SHARE = 0.75  # share of started items drawn from the user's genres
 TYPE_LOYALTY = 0.8  # share of those taste draws in the preferred content types
 ZIPF_EXPONENT = 1.0  # item popularity weight = 1 / rank ** ZIPF_EXPONENT
-SESSIONS_SIGMA = 1.15  # spread of the lognormal sessions-per-user
+SESSIONS_SIGMA = 1.2  # spread of the lognormal sessions-per-user
 MAX_HISTORY_SHARE = 0.5  # no user has more sessions than this share of items
 MAX_DRAW_ROUNDS = 4  # popularity draws before topping a history up in rank order
-REWATCH_CHANCE = 0.3  # chance that a favourite is rewatched
+REWATCH_CHANCE = 0.2  # chance that a favourite is rewatched
 REWATCH_SESSIONS = (2, 4)  # sessions of a rewatched favourite
 U1_MIN_SESSIONS = 60  # with at most 4 sessions per item: >= 15 distinct items
 MIN_ITEMS = int(U1_MIN_SESSIONS / MAX_HISTORY_SHARE)  # so every history cap fits u1
@@ -190,9 +194,8 @@ def cumulative(weights):
     return list(itertools.accumulate(weights))
 
 
-def weighted_distinct(rng, population, weights, k):
-    """Draw k distinct members of population, each draw weighted."""
-    cum = cumulative(weights)
+def weighted_distinct(rng, population, cum, k):
+    """Draw k distinct members of population, weighted by the running totals cum."""
     picked = []
     while len(picked) < k:
         choice = rng.choices(population, cum_weights=cum)[0]
@@ -201,36 +204,40 @@ def weighted_distinct(rng, population, weights, k):
     return picked
 
 
-def user_taste(rng, age, gender):
-    """Preferred genre and content-type indexes, primary first."""
+def taste_weights(gender, young, senior):
+    """Cumulative genre and content-type appeal for a gender and age group."""
     genre_weights = [GENRE_APPEAL[g] * GENDER_TILT[gender].get(g, 1.0) for g in GENRES]
     type_weights = [TYPE_APPEAL[t] for t in CONTENT_TYPES]
-    if age < 30:
+    if young:
         type_weights[CONTENT_TYPES.index("microdrama")] *= 1.5
-    if age >= 45:
+    if senior:
         type_weights[CONTENT_TYPES.index("tv")] *= 2.0
         type_weights[CONTENT_TYPES.index("microdrama")] *= 0.6
-    n_genres = rng.choices([1, 2, 3], weights=GENRE_COUNT_WEIGHTS)[0]
-    n_types = rng.choices([1, 2], weights=TYPE_COUNT_WEIGHTS)[0]
-    genres = weighted_distinct(rng, range(len(GENRES)), genre_weights, n_genres)
-    types = weighted_distinct(rng, range(len(CONTENT_TYPES)), type_weights, n_types)
-    return genres, types
+    return cumulative(genre_weights), cumulative(type_weights)
 
 
 def make_users(rng, n_users):
     """Users as (user_id, age, gender, region, genre indexes, type indexes)."""
-    regions, region_weights = list(REGIONS), list(REGIONS.values())
+    bands = rng.choices(AGE_BANDS, weights=[band[2] for band in AGE_BANDS], k=n_users)
+    regions = rng.choices(list(REGIONS), weights=list(REGIONS.values()), k=n_users)
+    genre_counts = rng.choices([1, 2, 3], weights=GENRE_COUNT_WEIGHTS, k=n_users)
+    type_counts = rng.choices([1, 2], weights=TYPE_COUNT_WEIGHTS, k=n_users)
+    tastes = {}
     users = []
-    for number in range(1, n_users + 1):
-        low, high, _ = rng.choices(AGE_BANDS, weights=[band[2] for band in AGE_BANDS])[0]
+    for k in range(n_users):
+        low, high, _ = bands[k]
         age = rng.randint(low, high)
         gender = "F" if rng.random() < FEMALE_SHARE else "M"
-        region = rng.choices(regions, weights=region_weights)[0]
-        genres, types = user_taste(rng, age, gender)
-        if number == 1:  # u1 is into drama series, so it has a drama history
+        group = (gender, age < YOUNG_BELOW, age >= SENIOR_FROM)
+        if group not in tastes:
+            tastes[group] = taste_weights(*group)
+        genre_cum, type_cum = tastes[group]
+        genres = weighted_distinct(rng, range(len(GENRES)), genre_cum, genre_counts[k])
+        types = weighted_distinct(rng, range(len(CONTENT_TYPES)), type_cum, type_counts[k])
+        if k == 0:  # u1 is into drama series, so it has a drama history
             genres = [GENRES.index("drama")] + [g for g in genres if GENRES[g] != "drama"][:1]
             types = [CONTENT_TYPES.index("series")]
-        users.append((f"u{number}", age, gender, region, genres, types))
+        users.append((f"u{k + 1}", age, gender, regions[k], genres, types))
     return users
 
 
@@ -315,9 +322,9 @@ def allocate_sessions(rng, n_users, n_events, cap):
 
 
 def draw_history(rng, n, cells, cell_cum, tables, by_rank):
-    """Up to n distinct items in the order the user starts them."""
+    """n distinct items in the order the user starts them (topped up by popularity rank if draws run dry)."""
     seen = {}
-    want = n + n // 4 + 4
+    want = n + n // 8 + 4
     for _ in range(MAX_DRAW_ROUNDS):
         sources = rng.choices(cells, cum_weights=cell_cum, k=want)
         draws = {}
@@ -328,19 +335,21 @@ def draw_history(rng, n, cells, cell_cum, tables, by_rank):
         if len(seen) >= n:
             return list(seen)[:n]
         want = 2 * (n - len(seen)) + 4
-    seen.update(dict.fromkeys(item for item in by_rank if item not in seen))
-    return list(seen)[:n]
+    missing = (item for item in by_rank if item not in seen)
+    seen.update(dict.fromkeys(itertools.islice(missing, n - len(seen))))
+    return list(seen)
 
 
-def plan_sessions(rng, history, n, genre_idx, type_idx, genres, types):
+def plan_sessions(rng, history, n, cell_of_item, genres, types):
     """Session items and match levels (0-3) for one user, exactly n sessions."""
     genre_match = [int(g in genres) for g in range(len(GENRES))]
     type_match = [int(t in types) for t in range(len(CONTENT_TYPES))]
+    level_of_cell = [g + t for g in genre_match for t in type_match]
     rnd = rng.random
     low, high = REWATCH_SESSIONS
     items, levels = [], []
     for item in history:
-        level = genre_match[genre_idx[item]] + type_match[type_idx[item]]
+        level = level_of_cell[cell_of_item[item]]
         if level == 2 and rnd() < REWATCH_CHANCE:
             repeat = low + int(rnd() * (high - low + 1))
             items += [item] * repeat
@@ -353,43 +362,64 @@ def plan_sessions(rng, history, n, genre_idx, type_idx, genres, types):
     return items[:n], levels[:n]
 
 
-def time_tables():
-    """Day prefixes, second-of-day suffixes and the cumulative weights to draw them."""
-    days, day_weights = [], []
+def clock_tables():
+    """Hour slots of the window (slot = day * 24 + hour): a lookup pool, "YYYY-MM-DDTHH:" prefixes, "MM:SSZ" suffixes.
+
+    Each slot fills the pool in proportion to its weight, so a uniform position in
+    the pool picks a slot in O(1), and the fraction left over picks the second.
+    """
+    weights, prefixes = [], []
     for offset in range(WINDOW_DAYS):
         day = WINDOW_START + datetime.timedelta(days=offset)
-        days.append(f"{day.isoformat()}T")
-        day_weights.append(WEEKEND_WEIGHT if day.weekday() >= 4 else 1.0)
-    seconds = [f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}Z" for s in range(86_400)]
-    second_weights = [HOUR_WEIGHTS[s // 3600] for s in range(86_400)]
-    return days, cumulative(day_weights), seconds, cumulative(second_weights)
+        day_weight = WEEKEND_WEIGHT if day.weekday() >= 4 else 1.0
+        for hour, hour_weight in enumerate(HOUR_WEIGHTS):
+            weights.append(day_weight * hour_weight)
+            prefixes.append(f"{day.isoformat()}T{hour:02d}:")
+    total = sum(weights)
+    pool = [slot for slot, weight in enumerate(weights) for _ in range(round(weight / total * CLOCK_POOL))]
+    suffixes = [f"{s // 60:02d}:{s % 60:02d}Z" for s in range(3600)]
+    return pool, prefixes, suffixes
 
 
-def user_events(rng, user_id, items, levels, item_ids, lengths, clock):
-    """One user's event lines in time order, with their sort keys (seconds since the window start)."""
-    days, day_cum, seconds, second_cum = clock
-    n = len(items)
-    rnd = rng.random
-    keys = [d * 86_400 + s for d, s in zip(
-        rng.choices(range(WINDOW_DAYS), cum_weights=day_cum, k=n),
-        rng.choices(range(86_400), cum_weights=second_cum, k=n))]
+def completion_params():
+    """Per match level: (abandon cut, partial cut, and a slope per band) to map one uniform to a completion."""
     (a_lo, a_hi), (p_lo, p_hi), (f_lo, f_hi) = COMPLETION_RANGES
-    a_span, p_span, f_span = a_hi - a_lo, p_hi - p_lo, f_hi - f_lo
-    cut = [(a, a + p) for a, p in COMPLETION_MIX]
-    lines = []
-    for item, level, key in zip(items, levels, keys):
-        abandon, partial = cut[level]
+    params = []
+    for abandon, partial in COMPLETION_MIX:
+        finished = 1.0 - abandon - partial
+        params.append((abandon, abandon + partial, (a_hi - a_lo) / abandon,
+                       (p_hi - p_lo) / partial, (f_hi - f_lo) / finished))
+    return params
+
+
+def user_events(rng, user_id, items, levels, item_ids, lengths, clock, params):
+    """One user's event lines in time order, with their sort keys (seconds since the window start).
+
+    One uniform draw gives the completion (its band, then its place inside the band)
+    and one gives the time (its hour slot, then the second inside the hour).
+    """
+    pool, prefixes, suffixes = clock
+    pool_size = len(pool)
+    a_lo, p_lo, f_lo = (band[0] for band in COMPLETION_RANGES)
+    rnd = rng.random
+    keys, lines = [], []
+    for item, level in zip(items, levels):
+        abandon, partial, a_slope, p_slope, f_slope = params[level]
         u = rnd()
         if u < abandon:
-            completion = a_lo + a_span * rnd()
+            completion = a_lo + u * a_slope
         elif u < partial:
-            completion = p_lo + p_span * rnd()
+            completion = p_lo + (u - abandon) * p_slope
         else:
-            completion = f_lo + f_span * rnd()
-        event = "complete" if completion >= COMPLETE_AT else "play"
-        lines.append(f"{user_id},{item_ids[item]},{event},{int(lengths[item] * completion)},"
-                     f"{days[key // 86_400]}{seconds[key % 86_400]}\n")
-    order = sorted(range(n), key=keys.__getitem__)
+            completion = f_lo + (u - partial) * f_slope
+        x = rnd() * pool_size
+        position = int(x)
+        slot = pool[position]
+        second = int((x - position) * 3600)
+        keys.append(slot * 3600 + second)
+        lines.append(f"{user_id},{item_ids[item]},{'complete' if completion >= COMPLETE_AT else 'play'},"
+                     f"{int(lengths[item] * completion)},{prefixes[slot]}{suffixes[second]}\n")
+    order = sorted(range(len(keys)), key=keys.__getitem__)
     return [keys[i] for i in order], [lines[i] for i in order]
 
 
@@ -435,16 +465,22 @@ def generate(args):
     by_rank = sorted(range(args.items), key=popularity.__getitem__, reverse=True)
     cap = int(args.items * MAX_HISTORY_SHARE)
     counts = allocate_sessions(rng, args.users, args.events, cap)
-    clock = time_tables()
+    cell_of_item = [g * len(CONTENT_TYPES) + t for g, t in zip(genre_idx, type_idx)]
+    clock, params = clock_tables(), completion_params()
+
+    taste_cells = {}  # (genres, types): user_cells(...), shared by users of the same taste
 
     def chunks():
         for (user_id, _, _, _, genres, types), n in zip(users, counts):
-            cells, cell_cum = user_cells(genres, types, index)
+            taste = (tuple(genres), tuple(types))
+            if taste not in taste_cells:
+                taste_cells[taste] = user_cells(genres, types, index)
+            cells, cell_cum = taste_cells[taste]
             history = draw_history(rng, n, cells, cell_cum, tables, by_rank)
             if user_id == "u1":
                 history = [0] + [item for item in history if item != 0][:n - 1]  # i1, Drama Series A
-            items, levels = plan_sessions(rng, history, n, genre_idx, type_idx, genres, types)
-            yield user_events(rng, user_id, items, levels, item_ids, lengths, clock)
+            items, levels = plan_sessions(rng, history, n, cell_of_item, genres, types)
+            yield user_events(rng, user_id, items, levels, item_ids, lengths, clock, params)
 
     write_events(args.out / "events.csv", chunks(), args.events <= SORT_LIMIT)
 

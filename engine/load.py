@@ -56,9 +56,10 @@ def read_header(path: Path, spec: CsvSpec) -> list[str]:
             f"{path}: the file is empty (0 bytes); it needs at least the header line "
             f"{','.join(spec.columns)}"
         )
+    with path.open("rb") as handle:
+        line = handle.readline()
     try:
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            first = next(csv.reader(handle), [])
+        first = next(csv.reader([line.decode("utf-8-sig")]), [])
     except UnicodeDecodeError:
         raise DataFileError(f"{path}, line 1: the header is not UTF-8 text") from None
     names = [name.strip().lower() for name in first]
@@ -109,9 +110,9 @@ def stage(con: duckdb.DuckDBPyConnection, path: Path, spec: CsvSpec) -> None:
             null,
             case
                 when any_value(error_type) in ('MISSING COLUMNS', 'TOO MANY COLUMNS')
-                    then 'the row has ' || max(regexp_extract(error_message, 'Found: ([0-9]+)', 1))
+                    then 'the row has ' || min(regexp_extract(error_message, 'Found: ([0-9]+)', 1))
                         || ' fields, expected {len(spec.columns)}'
-                when any_value(error_type) = 'INVALID UNICODE' then 'the row is not valid UTF-8 text'
+                when any_value(error_type) in ('INVALID UNICODE', 'INVALID ENCODING') then 'the row is not valid UTF-8 text'
                 when any_value(error_type) = 'UNQUOTED VALUE' then 'a quote in the row is not closed or not escaped'
                 else lower(any_value(error_type)) || ': ' || any_value(error_message)
             end,
@@ -155,7 +156,13 @@ def finish_issues(con: duckdb.DuckDBPyConnection, folder: Path) -> None:
     for spec in SPECS:
         if spec.file not in files:
             continue
-        con.execute(LINE_MAP, {"path": str(folder / spec.file)})
+        path = str(folder / spec.file)
+        try:
+            con.execute(LINE_MAP.format(encoding="utf-8"), {"path": path})
+        except duckdb.InvalidInputException:
+            # A row that is not UTF-8 (already reported): read bytes as latin-1,
+            # which keeps every line break and quote where it is.
+            con.execute(LINE_MAP.format(encoding="latin-1"), {"path": path})
         con.execute(INSERT_ISSUES, {"file": spec.file})
     con.execute("drop table if exists line_map")
 
@@ -169,8 +176,8 @@ with physical as (
         row_number() over () as line,
         raw
     from read_csv(
-        $path, columns = {'raw': 'VARCHAR'}, auto_detect = false, header = false,
-        delim = E'\\x1f', quote = '', escape = '', strict_mode = false
+        $path, columns = {{'raw': 'VARCHAR'}}, auto_detect = false, header = false,
+        delim = E'\\x1f', quote = '', escape = '', strict_mode = false, encoding = '{encoding}'
     )
 ),
 

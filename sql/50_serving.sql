@@ -92,12 +92,10 @@ personalised as (
         eligible.*,
         candidates.score,
         'personalised' as source,
-        'similar to ' || because.title || ', which you watched'
-            || case
-                when candidates.count_because > 1
-                    then ' (and ' || (candidates.count_because - 1) || ' more you watched)'
-                else ''
-            end as reason,
+        case
+            when candidates.count_because = 1 then 'similar to ' || because.title || ', which you watched'
+            else 'similar to ' || because.title || ' and ' || (candidates.count_because - 1) || ' more you watched'
+        end as reason,
         1 as source_order,
         row_number() over (order by candidates.score desc, eligible.item_id) as order_in_source
     from candidates

@@ -1,0 +1,125 @@
+"""Shared fixtures: CSV writers, the brief's tiny example, the bundled data, a CLI runner."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # cli.py and engine/ sit at the top of the repository
+
+import engine  # noqa: E402
+
+BUNDLED = ROOT / "data"
+
+USERS_HEADER = ("user_id", "age", "gender", "region")
+ITEMS_HEADER = ("item_id", "title", "content_type", "genre")
+EVENTS_HEADER = ("user_id", "item_id", "event_type", "watch_seconds", "timestamp")
+
+# The brief's tiny example. Popularity by hand: i2 has 2100 seconds over two
+# users, i1 1800 over two, i3 only 300 from one: the order is i2, i1, i3.
+TINY_USERS = [("u1", 25, "F", "Jakarta"), ("u2", 31, "M", "Bandung"), ("u3", 19, "F", "Surabaya")]
+TINY_ITEMS = [
+    ("i1", "Drama Series A", "series", "drama"),
+    ("i2", "Family Show B", "tv", "family"),
+    ("i3", "Action Movie C", "movie", "action"),
+    ("i4", "Romance Micro D", "microdrama", "romance"),
+]
+TINY_EVENTS = [
+    ("u1", "i1", "play", 1200, "2024-01-01T10:00:00Z"),
+    ("u1", "i2", "play", 900, "2024-01-02T10:00:00Z"),
+    ("u2", "i2", "play", 1200, "2024-01-02T11:00:00Z"),
+    ("u2", "i3", "play", 300, "2024-01-03T11:00:00Z"),
+    ("u3", "i1", "play", 600, "2024-01-03T12:00:00Z"),
+]
+
+
+def write_csv(path: Path, header, rows) -> Path:
+    """Write one CSV with the csv module (quoting as a real exporter would)."""
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def write_dataset(folder: Path, users, items, events) -> Path:
+    """A data folder with users.csv, items.csv and events.csv."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_csv(folder / "users.csv", USERS_HEADER, users)
+    write_csv(folder / "items.csv", ITEMS_HEADER, items)
+    write_csv(folder / "events.csv", EVENTS_HEADER, events)
+    return folder
+
+
+@pytest.fixture
+def tiny_dir(tmp_path: Path) -> Path:
+    return write_dataset(tmp_path / "data", TINY_USERS, TINY_ITEMS, TINY_EVENTS)
+
+
+@pytest.fixture
+def tiny(tiny_dir: Path) -> engine.Recommender:
+    """A Recommender built from the tiny example in a temporary folder."""
+    recommender = engine.Recommender(tiny_dir.parent / "recs.db", tiny_dir)
+    yield recommender
+    recommender.close()
+
+
+@pytest.fixture(scope="session")
+def bundled_db(tmp_path_factory) -> Path:
+    """recs.db built once from the bundled data, in a temporary folder."""
+    folder = tmp_path_factory.mktemp("bundled")
+    shutil.copytree(BUNDLED, folder / "data", ignore=shutil.ignore_patterns("*.py"))
+    db = folder / "recs.db"
+    engine.build(db, folder / "data", engine.ModelParams())
+    return db
+
+
+@pytest.fixture(scope="session")
+def bundled(bundled_db: Path) -> engine.Recommender:
+    recommender = engine.Recommender(bundled_db, bundled_db.parent / "data")
+    yield recommender
+    recommender.close()
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    """Run cli.py in-process; returns a function args -> Result (stdout and stderr apart)."""
+    import cli as cli_module
+
+    runner = CliRunner()
+    monkeypatch.delenv("RECS_DB", raising=False)
+    monkeypatch.delenv("RECS_DATA_DIR", raising=False)
+
+    def run(*args: str, **kwargs):
+        return runner.invoke(cli_module.app, [str(arg) for arg in args], **kwargs)
+
+    return run
+
+
+def random_dataset(seed: int, n_users: int = 30, n_items: int = 25, n_events: int = 300):
+    """Random but valid users, items and events; some users and items have no events."""
+    import random
+    from datetime import datetime, timedelta
+
+    rng = random.Random(seed)
+    kinds = ["tv", "movie", "series", "microdrama"]
+    genres = ["drama", "comedy", "romance", "action"]
+    users = [(f"u{n}", rng.randint(16, 70), rng.choice("MF"), "Jakarta") for n in range(1, n_users + 1)]
+    items = [
+        (f"i{n}", f"Title {n}", rng.choice(kinds), rng.choice(genres)) for n in range(1, n_items + 1)
+    ]
+    start = datetime(2026, 8, 1)
+    events = []
+    for _ in range(n_events):
+        user = rng.choice(users[: n_users - 2])[0]  # the last two users never watch
+        item = rng.choice(items[: n_items - 2])[0]  # the last two items are never watched
+        seconds = rng.choice([0, rng.randint(1, 400), rng.randint(400, 8000)])
+        moment = start + timedelta(seconds=rng.randint(0, 90 * 86400))
+        events.append((user, item, rng.choice(["play", "complete"]), seconds, moment.isoformat() + "Z"))
+    return users, items, events

@@ -1,0 +1,142 @@
+"""The model computed the slow, obvious way in plain Python, to check the SQL against.
+
+Each function follows the formula written in the matching sql/ file.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from datetime import datetime, timezone
+
+
+def percentile_cont(values: list[float], fraction: float) -> float:
+    """Linear interpolation between closest ranks, as SQL's percentile_cont."""
+    ordered = sorted(values)
+    position = fraction * (len(ordered) - 1)
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def parse_time(text: str) -> datetime:
+    """ISO 8601 with Z or an offset, as naive UTC."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return moment
+
+
+def item_lengths(items, events, params) -> dict[str, float]:
+    """item_id -> estimated full length in seconds (sql/20, item_length)."""
+    content_type = {item[0]: item[2] for item in items}
+    plays = defaultdict(list)
+    for _, item_id, _, seconds, _ in events:
+        if seconds > 0:
+            plays[item_id].append(seconds)
+    own = {item_id: percentile_cont(values, 0.9) for item_id, values in plays.items()}
+    by_type = defaultdict(list)
+    for item_id, values in plays.items():
+        if len(values) >= params.min_plays_for_length:
+            by_type[content_type[item_id]].append(own[item_id])
+    typical = {kind: percentile_cont(values, 0.5) for kind, values in by_type.items()}
+    lengths = {}
+    for item_id, values in plays.items():
+        kind = content_type[item_id]
+        if len(values) >= params.min_plays_for_length or kind not in typical:
+            lengths[item_id] = own[item_id]
+        else:
+            lengths[item_id] = max(typical[kind], own[item_id])
+    return lengths
+
+
+def strengths(items, events, params) -> dict[tuple[str, str], dict]:
+    """(user_id, item_id) -> completion, is_heavy, strength (sql/20, user_item_strength)."""
+    lengths = item_lengths(items, events, params)
+    seconds, last = defaultdict(float), {}
+    for user_id, item_id, _, watched, moment in events:
+        key = (user_id, item_id)
+        seconds[key] += watched
+        when = parse_time(moment)
+        last[key] = max(last.get(key, when), when)
+    end = max(parse_time(event[4]) for event in events)
+    result = {}
+    for key, total in seconds.items():
+        length = lengths.get(key[1])
+        full_views = total / length if length else 0.0
+        recency = 1.0
+        if params.half_life_days > 0:
+            days = (end - last[key]).total_seconds() / 86400
+            recency = 0.5 ** (days / params.half_life_days)
+        completion = min(full_views, 1.0)
+        result[key] = {
+            "completion": completion,
+            "is_heavy": completion >= params.heavy_threshold,
+            "strength": math.log2(1 + min(full_views, params.max_full_views)) * recency,
+        }
+    return result
+
+
+def popularity(items, strength) -> list[tuple[str, float, int]]:
+    """(item_id, score, viewers) best first (sql/30, item_popularity)."""
+    score, viewers = defaultdict(float), defaultdict(int)
+    for (_, item_id), row in strength.items():
+        score[item_id] += row["strength"]
+        viewers[item_id] += 1
+    rows = [(item[0], score[item[0]], viewers[item[0]]) for item in items]
+    return sorted(rows, key=lambda row: (-row[1], -row[2], row[0]))
+
+
+def neighbors(strength, params) -> dict[str, list[tuple[str, float, int]]]:
+    """item_id -> [(neighbor_id, cosine, support)] best first (sql/40, item_neighbors)."""
+    columns = defaultdict(dict)
+    for (user_id, item_id), row in strength.items():
+        if row["strength"] > 0:
+            columns[item_id][user_id] = row["strength"]
+    norms = {item_id: math.sqrt(sum(v * v for v in column.values())) for item_id, column in columns.items()}
+    result = defaultdict(list)
+    for a in columns:
+        for b in columns:
+            if a == b:
+                continue
+            common = columns[a].keys() & columns[b].keys()
+            if len(common) < max(params.min_support, 1):
+                continue
+            dot = sum(columns[a][user] * columns[b][user] for user in common)
+            result[a].append((b, dot / (norms[a] * norms[b]), len(common)))
+    return {
+        item_id: sorted(rows, key=lambda row: (-row[1], -row[2], row[0]))[: params.max_neighbors]
+        for item_id, rows in result.items()
+    }
+
+
+def recommend(user_id, k, items, strength, params, genre=None, content_type=None) -> list[tuple[str, float, str]]:
+    """[(item_id, score, source)] for one user (sql/50, recommend)."""
+    item_rows = {item[0]: item for item in items}
+    history = {item_id: row for (user, item_id), row in strength.items() if user == user_id}
+    lists = neighbors(strength, params)
+
+    def eligible(item_id: str) -> bool:
+        _, _, kind, item_genre = item_rows[item_id]
+        if genre is not None and item_genre != genre.lower():
+            return False
+        if content_type is not None and kind != content_type.lower():
+            return False
+        seen = history.get(item_id)
+        return seen is None or (params.resurface_light and not seen["is_heavy"])
+
+    scores = defaultdict(float)
+    for seed, row in history.items():
+        if row["strength"] > 0:
+            for neighbor_id, cosine, _ in lists.get(seed, []):
+                scores[neighbor_id] += row["strength"] * cosine
+    personal = sorted(
+        ((item_id, score) for item_id, score in scores.items() if eligible(item_id)),
+        key=lambda row: (-row[1], row[0]),
+    )[:k]
+    chosen = {item_id for item_id, _ in personal}
+    fill = [
+        (item_id, score)
+        for item_id, score, _ in popularity(items, strength)
+        if eligible(item_id) and item_id not in chosen
+    ]
+    return ([(i, s, "personalised") for i, s in personal] + [(i, s, "popular") for i, s in fill])[:k]

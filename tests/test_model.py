@@ -1,0 +1,113 @@
+"""Each SQL layer against the same computation done the slow way in Python (tests/reference.py)."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+
+import engine
+from conftest import random_dataset, write_dataset
+from reference import item_lengths, neighbors, popularity, strengths
+
+PARAMS = [
+    engine.ModelParams(),
+    engine.ModelParams(half_life_days=14, min_support=2, max_neighbors=3, heavy_threshold=0.5),
+    engine.ModelParams(min_plays_for_length=1, max_full_views=1.5),
+]
+
+
+@pytest.fixture(
+    scope="module",
+    params=[(seed, params) for seed in (1, 2) for params in PARAMS],
+    ids=lambda p: f"seed{p[0]}",
+)
+def built(request, tmp_path_factory):
+    """(connection, users, items, events, params) for one random dataset and parameter set."""
+    seed, params = request.param
+    tmp_path = tmp_path_factory.mktemp("model")
+    users, items, events = random_dataset(seed)
+    folder = write_dataset(tmp_path / "data", users, items, events)
+    db = tmp_path / "recs.db"
+    engine.build(db, folder, params)
+    con = duckdb.connect(str(db), read_only=True)
+    yield con, users, items, events, params
+    con.close()
+
+
+def test_item_length_matches_reference(built):
+    con, _, items, events, params = built
+    expected = item_lengths(items, events, params)
+    actual = dict(con.execute("select item_id, length_seconds from item_length").fetchall())
+    assert actual.keys() == expected.keys()
+    for item_id, length in expected.items():
+        assert actual[item_id] == pytest.approx(length)
+
+
+def test_strength_matches_reference(built):
+    con, _, items, events, params = built
+    expected = strengths(items, events, params)
+    rows = con.execute(
+        "select user_id, item_id, completion, is_heavy, strength from user_item_strength"
+    ).fetchall()
+    assert len(rows) == len(expected)
+    for user_id, item_id, completion, is_heavy, strength in rows:
+        reference = expected[(user_id, item_id)]
+        assert completion == pytest.approx(reference["completion"])
+        assert is_heavy == reference["is_heavy"]
+        assert strength == pytest.approx(reference["strength"])
+
+
+def test_popularity_matches_reference(built):
+    con, _, items, events, params = built
+    expected = popularity(items, strengths(items, events, params))
+    rows = con.execute("select item_id, score, viewers from item_popularity order by popularity_rank").fetchall()
+    assert [row[0] for row in rows] == [row[0] for row in expected]
+    assert [row[1] for row in rows] == pytest.approx([row[1] for row in expected])
+    assert [row[2] for row in rows] == [row[2] for row in expected]
+
+
+def test_neighbors_match_reference(built):
+    con, _, items, events, params = built
+    expected = neighbors(strengths(items, events, params), params)
+    rows = con.execute(
+        "select item_id, neighbor_id, similarity, support from item_neighbors order by item_id, neighbor_rank"
+    ).fetchall()
+    actual = {}
+    for item_id, neighbor_id, similarity, support in rows:
+        actual.setdefault(item_id, []).append((neighbor_id, similarity, support))
+    assert actual.keys() == expected.keys()
+    for item_id, reference in expected.items():
+        assert [row[1] for row in actual[item_id]] == pytest.approx([row[1] for row in reference])
+        assert [row[2] for row in actual[item_id]] == [row[2] for row in reference]
+
+
+def test_cosine_is_symmetric_and_bounded(built):
+    con = built[0]
+    asymmetric, out_of_range = con.execute(
+        """
+        select
+            count(*) filter (where abs(a.similarity - b.similarity) > 1e-12),
+            count(*) filter (where a.similarity <= 0 or a.similarity > 1 + 1e-12)
+        from item_neighbors as a
+        join item_neighbors as b on b.item_id = a.neighbor_id and b.neighbor_id = a.item_id
+        """
+    ).fetchone()
+    assert asymmetric == 0
+    assert out_of_range == 0
+
+
+def test_tables_keep_their_grain(built):
+    """One row per declared key in every model table."""
+    con = built[0]
+    for table, key in [
+        ("users", "user_id"),
+        ("items", "item_id"),
+        ("item_length", "item_id"),
+        ("user_item_strength", "user_id, item_id"),
+        ("item_popularity", "item_id"),
+        ("item_neighbors", "item_id, neighbor_id"),
+    ]:
+        duplicates = con.execute(
+            f"select count(*) from (select {key} from {table} group by {key} having count(*) > 1)"
+        ).fetchone()[0]
+        assert duplicates == 0, table
