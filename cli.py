@@ -29,8 +29,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+# markup off: ids, titles and messages come from users and data, never Rich markup
+out = Console(markup=False, highlight=False)
+err = Console(stderr=True, markup=False, highlight=False)
 
 
 class State:
@@ -73,7 +74,7 @@ def reported_errors() -> Iterator[None]:
     try:
         yield
     except engine.RecsError as error:
-        err.print(f"[red]Error:[/red] {error}", highlight=False, soft_wrap=True)
+        err.print(f"Error: {error}", soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err.print("Interrupted.")
@@ -102,8 +103,7 @@ def open_recommender() -> engine.Recommender:
         issues = sum(report.issues_by_file.values())
         err.print(
             f"Built {recommender.db} in {report.seconds:.1f} s"
-            + (f"; {issues} load issues (see 'python cli.py build')" if issues else ""),
-            highlight=False,
+            + (f"; {issues} load issues (see 'python cli.py build')" if issues else "")
         )
     return recommender
 
@@ -185,9 +185,9 @@ def recommend(
         return
     if items.fallback_used:
         why = "has no watch history" if items.user_known else "is not a known user"
-        err.print(f"Note: {user_id} {why}; showing popular items instead.", highlight=False)
+        err.print(f"Note: {user_id} {why}; showing popular items instead.")
     elif any(item["source"] == "popular" for item in items):
-        err.print("Note: fewer personalised picks than asked for; the rest are popular items.", highlight=False)
+        err.print("Note: fewer personalised picks than asked for; the rest are popular items.")
     if not items:
         out.print(f"Nothing left to recommend to {user_id}{filter_note(genre, content_type)}.")
         return

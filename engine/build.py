@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import json
 import os
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -71,15 +72,11 @@ def built_fingerprint(db: Path) -> str | None:
     if not db.exists():
         return None
     try:
-        con = duckdb.connect(str(db), read_only=True)
-    except duckdb.IOException as error:
-        if "lock" in str(error).lower():
-            raise DatabaseLocked(locked_message(db, error)) from None
-        return None
+        con = open_read_only(db)
     except duckdb.Error:
         return None
     try:
-        row = con.execute("select value from build_info where key = 'fingerprint'").fetchone()
+        row = con.execute("select value from recs.build_info where key = 'fingerprint'").fetchone()
         return row[0] if row else None
     except duckdb.Error:
         return None
@@ -87,12 +84,26 @@ def built_fingerprint(db: Path) -> str | None:
         con.close()
 
 
+def open_read_only(db: Path) -> duckdb.DuckDBPyConnection:
+    """A private in-memory instance with db attached read-only as catalog 'recs'."""
+    con = duckdb.connect()
+    try:
+        # A path cannot be a bound parameter of ATTACH; quotes are doubled.
+        con.execute(f"attach '{str(db).replace(chr(39), chr(39) * 2)}' as recs (read_only)")
+    except duckdb.IOException as error:
+        con.close()
+        if "lock" in str(error).lower():
+            raise DatabaseLocked(locked_message(db, error)) from None
+        raise
+    return con
+
+
 def locked_message(db: Path, error: Exception) -> str:
     """One line for a database another process holds open for writing."""
     holder = str(error).split("Conflicting lock is held in", 1)[-1].strip().splitlines()[0]
     return (
-        f"{db} is locked by another process ({holder}); close it, "
-        f"and inspect it with 'duckdb -readonly {db.name}'"
+        f"{db.resolve()} is locked for writing by another process ({holder}); close that "
+        f"program (a 'duckdb {db.name}' shell takes this lock: use 'duckdb -readonly {db.name}')"
     )
 
 
@@ -137,18 +148,19 @@ def _build_unlocked(db: Path, folder: Path, params: ModelParams, progress: Progr
     temp = db.with_name(f"{db.name}.building-{os.getpid()}")
     _remove(temp, Path(f"{temp}.wal"))
     con = duckdb.connect(str(temp))
+    scratch = tempfile.TemporaryDirectory(prefix="recs-build-")
     try:
         con.execute("set TimeZone = 'UTC'")
         files = sqlfiles.build_files()
         sqlfiles.run_file(con, files[0])
         _write_params(con, params)
         step("reading CSV files")
-        load.stage_all(con, folder)
+        paths_read = load.stage_all(con, folder, Path(scratch.name))
         step("validating rows")
         for path in files[1:]:
             if path.name.startswith(VALIDATION_FILES):
                 sqlfiles.run_file(con, path)
-        load.finish_issues(con, folder)
+        load.finish_issues(con, paths_read)
         for path in files[1:]:
             if not path.name.startswith(VALIDATION_FILES):
                 step(STEP_NAMES.get(path.name[:2], path.stem))
@@ -161,6 +173,8 @@ def _build_unlocked(db: Path, folder: Path, params: ModelParams, progress: Progr
         con.close()
         _remove(temp, Path(f"{temp}.wal"))
         raise
+    finally:
+        scratch.cleanup()
     con.close()
     _remove(Path(f"{db}.wal"))  # belongs to the file being replaced; never replay it on the new one
     os.replace(temp, db)

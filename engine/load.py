@@ -82,23 +82,23 @@ def read_header(path: Path, spec: CsvSpec) -> list[str]:
     return names
 
 
-def stage(con: duckdb.DuckDBPyConnection, path: Path, spec: CsvSpec) -> None:
-    """Read one file as text into raw_<table>; rows of the wrong shape become load issues."""
+def stage(con: duckdb.DuckDBPyConnection, path: Path, spec: CsvSpec, scratch: Path) -> Path:
+    """Read one file as text into raw_<table>; rows of the wrong shape become load issues.
+
+    Returns the path actually read: a copy with uniform line endings in
+    scratch when the file mixes CRLF and LF lines, which DuckDB's reader
+    cannot parse (line numbers stay the same).
+    """
     header = read_header(path, spec)
     columns = {name: "VARCHAR" for name in header}  # file order: mapped by name, not position
-    # Identifiers cannot be parameters; spec.table is one of three constants.
-    con.execute(
-        f"""
-        create temp table raw_{spec.table}_rows as
-        select * from read_csv(
-            $path, columns = $columns, {DIALECT},
-            store_rejects = true,
-            rejects_table = 'rejects_{spec.table}',
-            rejects_scan = 'reject_scans_{spec.table}'
-        )
-        """,
-        {"path": str(path), "columns": columns},
-    )
+    try:
+        _read_raw(con, path, spec, columns)
+    except duckdb.InvalidInputException as error:
+        if not _mixes_line_endings(path):
+            first = str(error).splitlines()[0]
+            raise DataFileError(f"{path}: cannot be read as CSV: {first}") from None
+        path = _with_lf_endings(path, scratch / spec.file)
+        _read_raw(con, path, spec, columns)
     # rowid follows the file's order: it is the record number the checks report.
     con.execute(f"create temp view raw_{spec.table} as select rowid as rec_no, * from raw_{spec.table}_rows")
     con.execute(
@@ -122,15 +122,55 @@ def stage(con: duckdb.DuckDBPyConnection, path: Path, spec: CsvSpec) -> None:
         """,
         {"file": spec.file},
     )
+    return path
 
 
-def stage_all(con: duckdb.DuckDBPyConnection, folder: Path) -> None:
-    """Stage users.csv, items.csv and events.csv from one folder."""
-    for path, spec in zip(data_files(folder), SPECS):
-        stage(con, path, spec)
+def _read_raw(con: duckdb.DuckDBPyConnection, path: Path, spec: CsvSpec, columns: dict) -> None:
+    # Identifiers cannot be parameters; spec.table is one of three constants.
+    for table in (f"rejects_{spec.table}", f"reject_scans_{spec.table}"):
+        con.execute(f"drop table if exists {table}")
+    con.execute(
+        f"""
+        create or replace temp table raw_{spec.table}_rows as
+        select * from read_csv(
+            $path, columns = $columns, {DIALECT},
+            store_rejects = true,
+            rejects_table = 'rejects_{spec.table}',
+            rejects_scan = 'reject_scans_{spec.table}'
+        )
+        """,
+        {"path": str(path), "columns": columns},
+    )
 
 
-def finish_issues(con: duckdb.DuckDBPyConnection, folder: Path) -> None:
+def _mixes_line_endings(path: Path) -> bool:
+    """True when some lines end in CRLF and others in a bare LF."""
+    crlf = bare_lf = False
+    with path.open("rb") as handle:
+        for line in handle:
+            if line.endswith(b"\r\n"):
+                crlf = True
+            elif line.endswith(b"\n"):
+                bare_lf = True
+            if crlf and bare_lf:
+                return True
+    return False
+
+
+def _with_lf_endings(source: Path, target: Path) -> Path:
+    """Copy source to target with every CRLF turned into LF."""
+    with source.open("rb") as reader, target.open("wb") as writer:
+        for line in reader:
+            writer.write(line[:-2] + b"\n" if line.endswith(b"\r\n") else line)
+    return target
+
+
+def stage_all(con: duckdb.DuckDBPyConnection, folder: Path, scratch: Path) -> dict[str, Path]:
+    """Stage users.csv, items.csv and events.csv; returns the path read for each file name."""
+    return {spec.file: stage(con, path, spec, scratch) for path, spec in zip(data_files(folder), SPECS)}
+
+
+def finish_issues(con: duckdb.DuckDBPyConnection, paths: dict[str, Path]) -> None:
     """Create load_issues: every recorded problem with its line number and raw text.
 
     Records are numbered by DuckDB in file order, but a record may span lines
@@ -156,7 +196,7 @@ def finish_issues(con: duckdb.DuckDBPyConnection, folder: Path) -> None:
     for spec in SPECS:
         if spec.file not in files:
             continue
-        path = str(folder / spec.file)
+        path = str(paths[spec.file])
         try:
             con.execute(LINE_MAP.format(encoding="utf-8"), {"path": path})
         except duckdb.InvalidInputException:

@@ -6,14 +6,15 @@ macro of sql/50_serving.sql with its parameters bound.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import duckdb
 
 from . import config
-from .build import Progress, ensure_built, locked_message
+from .build import Progress, ensure_built, open_read_only
 from .config import ModelParams
-from .errors import BadArgument, DatabaseLocked, DatabaseMissing, UnknownValue
+from .errors import BadArgument, DatabaseMissing, UnknownValue
 
 
 class Recommendations(list):
@@ -57,36 +58,38 @@ class Recommender:
         self.build_report = None
         if auto_build:
             self.build_report = ensure_built(self.db, self.data_dir, params or ModelParams(), progress)
-        self._con: duckdb.DuckDBPyConnection | None = None
+        self._instance: duckdb.DuckDBPyConnection | None = None
         self._opened: tuple[int, int] | None = None
+        self._lock = threading.Lock()
+        self._local = threading.local()
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
-        """A cursor on the current recs.db; reopens after a rebuild swapped the file."""
+        """This thread's cursor on the current recs.db; a rebuild swapped in is picked up.
+
+        The file is attached to a private in-memory DuckDB instance: DuckDB
+        keeps one instance per path in a process, so connecting by path again
+        after a swap could hand back the old file while anything still holds it.
+        """
         try:
             stat = self.db.stat()
         except FileNotFoundError:
             raise DatabaseMissing(f"{self.db} does not exist; run 'python cli.py build'") from None
         stamp = (stat.st_ino, stat.st_mtime_ns)
-        if self._con is None or stamp != self._opened:
-            try:
-                con = duckdb.connect(str(self.db), read_only=True)
-            except duckdb.IOException as error:
-                if "lock" in str(error).lower():
-                    raise DatabaseLocked(locked_message(self.db, error)) from None
-                raise
-            if self._con is not None:
-                self._con.close()
-            self._con, self._opened = con, stamp
-        return self._con.cursor()  # one cursor per query: safe across threads
+        with self._lock:
+            if stamp != self._opened:
+                self._instance, self._opened = open_read_only(self.db), stamp
+            instance = self._instance
+        local = self._local
+        if getattr(local, "instance", None) is not instance:
+            local.cursor = instance.cursor()  # one cursor per thread: never shared across threads
+            local.cursor.execute("use recs")
+            local.instance = instance
+        return local.cursor
 
     def _rows(self, query: str, params: dict) -> list[dict]:
-        cursor = self._cursor()
-        try:
-            result = cursor.execute(query, params)
-            names = [column[0] for column in result.description]
-            return [dict(zip(names, row)) for row in result.fetchall()]
-        finally:
-            cursor.close()
+        result = self._cursor().execute(query, params)
+        names = [column[0] for column in result.description]
+        return [dict(zip(names, row)) for row in result.fetchall()]
 
     def popular(self, k: int = 10, genre: str | None = None, content_type: str | None = None) -> list[dict]:
         """The k most popular items, best first, optionally of one genre / content type."""
@@ -163,9 +166,10 @@ class Recommender:
                 raise UnknownValue(f"no item has {column} {value!r}; known: {', '.join(known)}")
 
     def close(self) -> None:
-        if self._con is not None:
-            self._con.close()
-            self._con = None
+        """Drop this thread's cursor and the instance; the next query opens afresh."""
+        with self._lock:
+            self._instance, self._opened = None, None
+        self._local = threading.local()
 
 
 def _check_k(k: int) -> None:

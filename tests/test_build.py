@@ -93,13 +93,6 @@ def test_recommender_rebuilds_after_events_csv_changes(db, tiny_dir):
 
 # The atomic swap
 
-@pytest.mark.xfail(
-    reason="BUG: Recommender._cursor opens the new connection before closing the old one; DuckDB's "
-    "in-process instance cache (keyed by path) then hands back the still-open instance of the replaced "
-    "file, so an open Recommender keeps answering from the old data after a rebuild",
-    raises=AssertionError,
-    strict=True,
-)
 def test_open_recommender_sees_a_rebuild_made_after_it_was_opened(built, tmp_path):
     recommender = engine.Recommender(built, auto_build=False)
     assert recommender.popular(1)[0]["item_id"] == "i2"
@@ -226,12 +219,6 @@ def _events_text(line_4_ending: str, everywhere: str = "\n") -> str:
         pytest.param(
             _events_text("\r"),
             id="one-crlf-line",
-            marks=pytest.mark.xfail(
-                reason="BUG: one CRLF line in an LF file makes DuckDB's read_csv (strict mode, explicit "
-                "dialect in engine/load.py) raise InvalidInputException 'CSV Parser state machine reached "
-                "an invalid state'; it is not a RecsError, so the build fails and the CLI prints a traceback",
-                strict=True,
-            ),
         ),
     ],
 )

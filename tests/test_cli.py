@@ -296,12 +296,6 @@ def test_duckdb_shell_reads_the_database_and_its_macros(tiny):
     assert completed.stdout.split() == ["item_id", "i2", "i1", "i3"]
 
 
-@pytest.mark.xfail(
-    reason="BUG: cli.py prints user input and data through Rich markup: err.print(f'...{error}') and "
-    "table cells are parsed as markup, so an id like '[/x]' or a title like 'Family [/b] Show' raises "
-    "rich.errors.MarkupError (a traceback) and '[bold]x' is silently shown as 'x'",
-    strict=True,
-)
 @pytest.mark.parametrize("source", ["typed_item_id", "title_in_items_csv"])
 def test_square_brackets_in_ids_and_titles_are_shown_verbatim(cli, tmp_path, source):
     items = [("i1", "Family [/b] Show", "tv", "family")] + TINY_ITEMS[1:]
