@@ -255,6 +255,76 @@ def similar(
 
 
 @app.command()
+def evaluate(
+    split: Annotated[
+        str, typer.Option("--split", help="global: test = the latest events of all; user: each user's latest.")
+    ] = "global",
+    test_frac: Annotated[
+        float, typer.Option("--test-frac", "--test_frac", min=0.01, max=0.99, help="Share of events held out.")
+    ] = 0.2,
+    k: K = 10,
+    as_json: JSON = False,
+) -> None:
+    """Measure recommendation quality offline: hide the latest events, predict them.
+
+    The model is built from the training events in a temporary database
+    (recs.db is not touched) and compared with most-popular at k.
+
+    Example: python cli.py evaluate --split user --k 10
+    """
+    with reported_errors(), build_display() as progress:
+        results = engine.evaluate(config.data_dir(state.data_dir), split, test_frac, k, progress=progress)
+    if as_json:
+        print_json({"split": split, "test_frac": test_frac, "k": k, "results": [vars(r) for r in results]})
+        return
+    users = results[0].users if results else 0
+    table = Table(title=f"{split} split, test fraction {test_frac}, {users:,} users evaluated")
+    for column in ("model", f"NDCG@{k}", f"Recall@{k}", f"HR@{k}", f"coverage@{k}", "fit s"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for r in results:
+        table.add_row(
+            r.model,
+            f"{r.ndcg:.4f}±{r.ndcg_se:.4f}",
+            f"{r.recall:.4f}±{r.recall_se:.4f}",
+            f"{r.hit_rate:.3f}±{r.hit_rate_se:.3f}",
+            f"{r.coverage:.1%}",
+            f"{r.fit_seconds:.2f}",
+        )
+    out.print(table)
+
+
+@app.command()
+def export(
+    output: Annotated[Path, typer.Option("--out", help="File to write: .csv, or .parquet.")],
+    k: K = 20,
+    users: Annotated[
+        Optional[Path], typer.Option("--users", help="File of user ids, one per line [default: every user].")
+    ] = None,
+) -> None:
+    """Write the top k for every user (or a list of users) to CSV or Parquet.
+
+    Columns: user_id, rank, item_id, score, source, reason.
+
+    Example: python cli.py export --k 20 --out recs.csv
+    """
+    with reported_errors():
+        user_ids = read_user_list(users) if users else None
+        recommender = open_recommender()
+        with err.status(f"writing {output} ..."):
+            rows = recommender.export(output, k, user_ids)
+    out.print(f"Wrote {rows:,} rows to {output}.")
+
+
+def read_user_list(path: Path) -> list[str]:
+    """User ids from a file, one per line; blank lines and repeats are skipped."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise engine.BadArgument(f"cannot read the user list {path}: {error}") from None
+    return list(dict.fromkeys(line.strip() for line in lines if line.strip()))
+
+
+@app.command()
 def build() -> None:
     """(Re)build recs.db from the CSVs and summarise what was loaded and reported.
 

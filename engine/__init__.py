@@ -15,6 +15,7 @@ from functools import lru_cache
 
 from .build import BuildReport, build, ensure_built
 from .config import ModelParams
+from .evaluate import evaluate
 from .errors import (
     BadArgument,
     BuildError,
@@ -57,6 +58,7 @@ __all__ = [
     "UnknownValue",
     "build",
     "ensure_built",
+    "evaluate",
     "recommend_for_user",
     "recommend_popular",
 ]

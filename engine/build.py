@@ -30,7 +30,6 @@ from .errors import DatabaseLocked, DataFileError
 Progress = Callable[[str], None]
 """Called with the name of each build step as it starts."""
 
-VALIDATION_FILES = ("10_", "11_", "12_")
 TABLES_COUNTED = ("users", "items", "events", "user_item_strength", "item_neighbors")
 
 
@@ -141,31 +140,44 @@ def build(
         return _build_unlocked(db, folder, params, progress)
 
 
-def _build_unlocked(db: Path, folder: Path, params: ModelParams, progress: Progress | None) -> BuildReport:
+def load_into(con: duckdb.DuckDBPyConnection, folder: Path, progress: Progress | None = None) -> None:
+    """Create the validated tables users, items, events and load_issues from the CSVs in folder."""
     step = progress or (lambda name: None)
+    con.execute("set TimeZone = 'UTC'")
+    with tempfile.TemporaryDirectory(prefix="recs-build-") as scratch:
+        for path in sqlfiles.build_files(layer="schema"):
+            sqlfiles.run_file(con, path)
+        step("reading CSV files")
+        paths_read = load.stage_all(con, folder, Path(scratch))
+        step("validating rows")
+        for path in sqlfiles.build_files(layer="load"):
+            sqlfiles.run_file(con, path)
+        load.finish_issues(con, paths_read)
+
+
+def model_into(con: duckdb.DuckDBPyConnection, params: ModelParams, progress: Progress | None = None) -> None:
+    """(Re)create model_params and every model table from the tables load_into made."""
+    step = progress or (lambda name: None)
+    values = params.as_dict()
+    # Column names are our own field names; the values are bound.
+    columns = ", ".join(f"${name} as {name}" for name in values)
+    con.execute(f"create or replace table model_params as select {columns}", values)
+    for path in sqlfiles.build_files(layer="model"):
+        step(STEP_NAMES.get(path.name[:2], path.stem))
+        sqlfiles.run_file(con, path)
+
+
+def _build_unlocked(db: Path, folder: Path, params: ModelParams, progress: Progress | None) -> BuildReport:
     started = time.perf_counter()
     wanted = fingerprint(folder, params)
     temp = db.with_name(f"{db.name}.building-{os.getpid()}")
     _remove(temp, Path(f"{temp}.wal"))
     con = duckdb.connect(str(temp))
-    scratch = tempfile.TemporaryDirectory(prefix="recs-build-")
     try:
-        con.execute("set TimeZone = 'UTC'")
-        files = sqlfiles.build_files()
-        sqlfiles.run_file(con, files[0])
-        _write_params(con, params)
-        step("reading CSV files")
-        paths_read = load.stage_all(con, folder, Path(scratch.name))
-        step("validating rows")
-        for path in files[1:]:
-            if path.name.startswith(VALIDATION_FILES):
-                sqlfiles.run_file(con, path)
-        load.finish_issues(con, paths_read)
-        for path in files[1:]:
-            if not path.name.startswith(VALIDATION_FILES):
-                step(STEP_NAMES.get(path.name[:2], path.stem))
-                sqlfiles.run_file(con, path)
-        step("saving")
+        load_into(con, folder, progress)
+        model_into(con, params, progress)
+        if progress:
+            progress("saving")
         report = _report(con, time.perf_counter() - started)
         _write_build_info(con, wanted, folder, params, report)
         con.execute("checkpoint")
@@ -173,8 +185,6 @@ def _build_unlocked(db: Path, folder: Path, params: ModelParams, progress: Progr
         con.close()
         _remove(temp, Path(f"{temp}.wal"))
         raise
-    finally:
-        scratch.cleanup()
     con.close()
     _remove(Path(f"{db}.wal"))  # belongs to the file being replaced; never replay it on the new one
     os.replace(temp, db)
@@ -188,13 +198,6 @@ STEP_NAMES = {
     "40": "computing item-item similarity",
     "50": "storing serving queries",
 }
-
-
-def _write_params(con: duckdb.DuckDBPyConnection, params: ModelParams) -> None:
-    values = params.as_dict()
-    # Column names are our own field names; the values are bound.
-    columns = ", ".join(f"${name} as {name}" for name in values)
-    con.execute(f"create table model_params as select {columns}", values)
 
 
 def _report(con: duckdb.DuckDBPyConnection, seconds: float) -> BuildReport:

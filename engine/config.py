@@ -37,7 +37,23 @@ class ModelParams:
     """full views beyond which more watching adds no strength."""
     half_life_days: float = 0.0
     """strength halves every this many days before the data's end; 0 = off."""
-    max_neighbors: int = 50
+    strength_formula: str = "log_views"
+    """log_views (the model), or views, binary, seconds, log_seconds (for comparison)."""
+    similarity_formula: str = "cosine"
+    """cosine (asymmetric with similarity_alpha), or rp3beta (a random walk item -> user -> item)."""
+    similarity_alpha: float = 0.6
+    """asymmetric cosine exponent; 0.5 is plain cosine, higher leans to broadly watched neighbours."""
+    rp3_alpha: float = 1.0
+    """rp3beta: exponent on each step's transition probability."""
+    user_weight_gamma: float = 0.5
+    """cosine: each user's part in item similarity is divided by their history length to this power."""
+    popularity_beta: float = 0.0
+    """similarity to a neighbour is divided by its viewers to this power."""
+    trending_half_life_days: float = 0.0
+    """popularity counts a view half as much every this many days before the data's end; 0 = off."""
+    user_half_life_days: float = 0.0
+    """when scoring, a watched item counts half as much every this many days before the user's latest; 0 = off."""
+    max_neighbors: int = 20
     """neighbours kept per item in item_neighbors."""
     min_support: int = 1
     """users who must have watched both items of a similar pair."""

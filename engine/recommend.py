@@ -150,6 +150,55 @@ class Recommender:
             )
         )
 
+    def export(self, out: Path, k: int = 20, user_ids: list[str] | None = None) -> int:
+        """Write every user's top k (or the given users') to out, CSV or Parquet by its suffix.
+
+        One row per user and rank: user_id, rank, item_id, score, source, reason.
+        A user without events gets the popular list. Returns the rows written.
+        """
+        _check_k(k)
+        file_format = "parquet" if out.suffix.lower() == ".parquet" else "csv"
+        wanted = (
+            "select unnest($user_ids) as user_id"
+            if user_ids is not None
+            else "select user_id from users union select user_id from user_item_strength"
+        )
+        query = f"""
+            copy (
+                with wanted as ({wanted})
+                select wanted.user_id, picks.rank, picks.item_id, picks.score, picks.source, picks.reason
+                from wanted
+                join recommend_all($k) as picks on picks.user_id = wanted.user_id
+                union all
+                select wanted.user_id, picks.rank, picks.item_id, picks.score, picks.source, picks.reason
+                from wanted
+                cross join popular($k) as picks
+                where wanted.user_id not in (select user_id from user_item_strength)
+                order by user_id, rank
+            ) to $out (format {file_format})
+        """
+        params = {"k": k, "out": str(out)}
+        if user_ids is not None:
+            params["user_ids"] = user_ids
+        try:
+            return self._cursor().execute(query, params).fetchone()[0]
+        except duckdb.IOException as error:
+            raise BadArgument(f"cannot write {out}: {str(error).splitlines()[0]}") from None
+
+    def info(self) -> dict:
+        """When the database was built, with which DuckDB, and its row counts."""
+        return self._rows(
+            """
+            select
+                (select value from build_info where key = 'built_at') as built_at,
+                (select value from build_info where key = 'duckdb_version') as duckdb_version,
+                (select count(*) from users) as users,
+                (select count(*) from items) as items,
+                (select count(*) from events) as events
+            """,
+            {},
+        )[0]
+
     def load_issues(self, limit: int = 20) -> list[dict]:
         """The first load issues, by file and line."""
         return self._rows("select * from load_issues order by file, line limit $limit", {"limit": limit})

@@ -12,11 +12,13 @@
 --   strength   = log2(1 + least(full_views, max_full_views)) * recency_weight
 -- One full view is worth 1, a 20% sample 0.26, a rewatch 1.58: more seconds,
 -- more interest, with diminishing returns so a binge does not drown a history.
+-- (strength_formula names the alternatives measured against it: 'views',
+-- 'binary', raw 'seconds' and 'log_seconds'; see docs/evaluation.md.)
 -- recency_weight halves every half_life_days before the last event in the data
 -- (half_life_days = 0 turns it off). Parameters live in model_params.
 
 -- item_length: one row per item with at least one play of more than 0 seconds.
-create table item_length as
+create or replace table item_length as
 with plays as (
     select
         events.item_id,
@@ -72,7 +74,7 @@ final as (
 select * from final;
 
 -- user_item_strength: one row per user and item they have events for.
-create table user_item_strength as
+create or replace table user_item_strength as
 with per_pair as (
     select
         user_id,
@@ -94,30 +96,52 @@ with_views as (
         item_length.length_seconds,
         coalesce(per_pair.watch_seconds / item_length.length_seconds, 0) as full_views,
         -- epoch() is DuckDB's; elsewhere: extract(epoch from ...)
-        (epoch(data_end.data_end_at) - epoch(per_pair.last_watched_at)) / 86400.0 as days_before_end
+        (epoch(data_end.data_end_at) - epoch(per_pair.last_watched_at)) / 86400.0 as days_before_end,
+        (
+            epoch(max(per_pair.last_watched_at) over (partition by per_pair.user_id))
+            - epoch(per_pair.last_watched_at)
+        ) / 86400.0 as days_before_user_end
     from per_pair
     cross join data_end
     left join item_length on item_length.item_id = per_pair.item_id
 ),
 
+strengths as (
+    select
+        with_views.*,
+        least(with_views.full_views, 1.0) as completion,
+        case model_params.strength_formula
+            when 'log_views' then ln(1 + least(with_views.full_views, model_params.max_full_views)) / ln(2)
+            when 'views' then least(with_views.full_views, model_params.max_full_views)
+            when 'binary' then case when with_views.watch_seconds > 0 then 1.0 else 0.0 end
+            when 'seconds' then with_views.watch_seconds
+            when 'log_seconds' then ln(1 + with_views.watch_seconds)
+        end as base_strength,
+        case
+            when model_params.half_life_days > 0
+                then power(0.5, with_views.days_before_end / model_params.half_life_days)
+            else 1.0
+        end as recency_weight
+    from with_views
+    cross join model_params
+),
+
 final as (
     select
-        with_views.user_id,
-        with_views.item_id,
-        with_views.count_plays,
-        with_views.watch_seconds,
-        with_views.last_watched_at,
-        with_views.length_seconds,
-        with_views.full_views,
-        least(with_views.full_views, 1.0) as completion,
-        least(with_views.full_views, 1.0) >= model_params.heavy_threshold as is_heavy,
-        ln(1 + least(with_views.full_views, model_params.max_full_views)) / ln(2)
-            * case
-                when model_params.half_life_days > 0
-                    then power(0.5, with_views.days_before_end / model_params.half_life_days)
-                else 1.0
-            end as strength
-    from with_views
+        strengths.user_id,
+        strengths.item_id,
+        strengths.count_plays,
+        strengths.watch_seconds,
+        strengths.last_watched_at,
+        strengths.days_before_end,
+        strengths.days_before_user_end,
+        strengths.length_seconds,
+        strengths.full_views,
+        strengths.completion,
+        strengths.completion >= model_params.heavy_threshold as is_heavy,
+        strengths.base_strength,
+        strengths.base_strength * strengths.recency_weight as strength
+    from strengths
     cross join model_params
 )
 

@@ -1,17 +1,27 @@
 -- item_popularity: one row per catalogue item, watched or not.
--- score = sum of every viewer's strength: "full views' worth" of engaged
+-- score = sum of every viewer's base strength: "full views' worth" of engaged
 -- watching, comparable across a 3-minute episode and a 2-hour movie (raw
--- seconds would rank every movie above every microdrama). Ties go to more
--- viewers, then item_id, so the order is stable.
-create table item_popularity as
+-- seconds would rank every movie above every microdrama). With
+-- trending_half_life_days > 0 each viewer's part halves every that many days
+-- before the last event in the data, so popularity means "popular lately".
+-- Ties go to more viewers, then item_id, so the order is stable.
+create or replace table item_popularity as
 with per_item as (
     select
         item_id,
         count(*) as viewers,
         sum(count_plays) as count_plays,
         sum(watch_seconds) as watch_seconds,
-        sum(strength) as score
+        sum(
+            user_item_strength.base_strength
+            * case
+                when model_params.trending_half_life_days > 0
+                    then power(0.5, user_item_strength.days_before_end / model_params.trending_half_life_days)
+                else 1.0
+            end
+        ) as score
     from user_item_strength
+    cross join model_params
     group by item_id
 ),
 

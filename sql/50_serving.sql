@@ -12,6 +12,13 @@ create or replace macro popularity_reason(viewers) as
         else 'popular on the platform (' || viewers || ' viewers)'
     end;
 
+-- similarity_reason: the reason shown for a personalised pick.
+create or replace macro similarity_reason(because_title, count_because) as
+    case
+        when count_because = 1 then 'similar to ' || because_title || ', which you watched'
+        else 'similar to ' || because_title || ' and ' || (count_because - 1) || ' more you watched'
+    end;
+
 -- popular: the top_k most popular items, optionally of one genre and/or
 -- content type. One row per item, best first.
 create or replace macro popular(top_k := 10, only_genre := null, only_content_type := null) as table
@@ -31,30 +38,56 @@ where (only_genre is null or items.genre = lower(only_genre))
 order by item_popularity.popularity_rank
 limit top_k;
 
--- recommend: the top_k items for for_user. Personalised candidates score
---   score(item) = sum over the user's watched items w of strength(w) * cosine(w, item)
--- and come first; when fewer than top_k remain after the filters and the
--- exclusions, popular items (same filters) fill the list, marked 'popular'.
--- Excluded: items the user watched heavily (completion >= heavy_threshold),
--- and lighter ones too unless resurface_light is set.
-create or replace macro recommend(for_user, top_k := 10, only_genre := null, only_content_type := null) as table
-with user_history as (
+-- candidate_scores: one row per user and item the model could recommend to
+-- them (an item similar to something they watched), with its score:
+--   score(u, i) = sum over u's watched items w of strength(u, w) * cosine(w, i)
+-- because_id is the watched item that contributed most: the reason shown.
+-- A view, so a filter on user_id reaches the scan of user_item_strength.
+create or replace view candidate_scores as
+with contributions as (
     select
-        user_item_strength.item_id,
-        user_item_strength.strength,
-        user_item_strength.is_heavy
+        user_item_strength.user_id,
+        item_neighbors.neighbor_id as item_id,
+        user_item_strength.item_id as because_id,
+        user_item_strength.strength
+            * item_neighbors.similarity
+            * case
+                when model_params.user_half_life_days > 0
+                    then power(0.5, user_item_strength.days_before_user_end / model_params.user_half_life_days)
+                else 1.0
+            end as contribution
     from user_item_strength
-    where user_item_strength.user_id = for_user
-),
-
-excluded as (
-    select user_history.item_id
-    from user_history
     cross join model_params
-    where user_history.is_heavy or not model_params.resurface_light
-),
+    join item_neighbors on item_neighbors.item_id = user_item_strength.item_id
+    where user_item_strength.strength > 0
+)
 
-eligible as (
+select
+    user_id,
+    item_id,
+    sum(contribution) as score,
+    max_by(because_id, contribution) as because_id,
+    count(*) as count_because
+from contributions
+group by user_id, item_id;
+
+-- excluded_items: one row per user and item never to be recommended to them:
+-- watched heavily (completion >= heavy_threshold), or at all unless
+-- resurface_light is set.
+create or replace view excluded_items as
+select
+    user_item_strength.user_id,
+    user_item_strength.item_id
+from user_item_strength
+cross join model_params
+where user_item_strength.is_heavy or not model_params.resurface_light;
+
+-- recommend_all: the top_k items for every user with events; one row per
+-- user and rank. Personalised candidates come first; when fewer than top_k
+-- remain after the filters and exclusions, popular items (same filters) fill
+-- the list, marked 'popular'. Filters apply before the top k is taken.
+create or replace macro recommend_all(top_k := 10, only_genre := null, only_content_type := null) as table
+with eligible as (
     select
         items.item_id,
         items.title,
@@ -63,49 +96,156 @@ eligible as (
     from items
     where (only_genre is null or items.genre = lower(only_genre))
         and (only_content_type is null or items.content_type = lower(only_content_type))
-        and items.item_id not in (select excluded.item_id from excluded)
 ),
 
-contributions as (
+personal_ranked as (
     select
-        item_neighbors.neighbor_id as item_id,
-        user_history.item_id as because_id,
-        user_history.strength * item_neighbors.similarity as contribution
-    from user_history
-    join item_neighbors on item_neighbors.item_id = user_history.item_id
-    where user_history.strength > 0
+        candidate_scores.user_id,
+        candidate_scores.item_id,
+        candidate_scores.score,
+        candidate_scores.because_id,
+        candidate_scores.count_because,
+        row_number() over (
+            partition by candidate_scores.user_id
+            order by candidate_scores.score desc, candidate_scores.item_id
+        ) as order_in_source
+    from candidate_scores
+    join eligible on eligible.item_id = candidate_scores.item_id
+    anti join excluded_items
+        on excluded_items.user_id = candidate_scores.user_id
+        and excluded_items.item_id = candidate_scores.item_id
 ),
 
-candidates as (
+personal as (
     select
+        personal_ranked.user_id,
+        personal_ranked.item_id,
+        personal_ranked.score,
+        'personalised' as source,
+        similarity_reason(because.title, personal_ranked.count_because) as reason,
+        1 as source_order,
+        personal_ranked.order_in_source
+    from personal_ranked
+    join items as because on because.item_id = personal_ranked.because_id
+    where personal_ranked.order_in_source <= top_k
+),
+
+viewers as (
+    select
+        user_id,
+        count(*) as count_watched
+    from user_item_strength
+    group by user_id
+),
+
+popular_ranked as (
+    select
+        item_popularity.item_id,
+        item_popularity.score,
+        item_popularity.viewers,
+        row_number() over (order by item_popularity.popularity_rank) as position
+    from item_popularity
+    join eligible on eligible.item_id = item_popularity.item_id
+),
+
+fill_ranked as (
+    -- a user can skip at most count_watched + top_k items of the popular list
+    -- (watched, or already picked): only that many are joined per user
+    select
+        viewers.user_id,
+        popular_ranked.item_id,
+        popular_ranked.score,
+        popular_ranked.viewers,
+        row_number() over (partition by viewers.user_id order by popular_ranked.position) as order_in_source
+    from viewers
+    join popular_ranked on popular_ranked.position <= viewers.count_watched + 2 * top_k
+    anti join excluded_items
+        on excluded_items.user_id = viewers.user_id
+        and excluded_items.item_id = popular_ranked.item_id
+    anti join personal
+        on personal.user_id = viewers.user_id
+        and personal.item_id = popular_ranked.item_id
+),
+
+fill as (
+    select
+        user_id,
         item_id,
-        sum(contribution) as score,
-        -- the watched item that contributed most: the reason shown
-        max_by(because_id, contribution) as because_id,
-        count(*) as count_because
-    from contributions
-    group by item_id
+        score,
+        'popular' as source,
+        popularity_reason(viewers) as reason,
+        2 as source_order,
+        order_in_source
+    from fill_ranked
+    where order_in_source <= top_k
 ),
 
-personalised as (
+combined as (
+    select * from personal
+    union all
+    select * from fill
+),
+
+ranked as (
+    select
+        combined.*,
+        row_number() over (
+            partition by combined.user_id
+            order by combined.source_order, combined.order_in_source
+        ) as rank
+    from combined
+)
+
+select
+    ranked.user_id,
+    ranked.rank,
+    ranked.item_id,
+    eligible.title,
+    eligible.content_type,
+    eligible.genre,
+    ranked.score,
+    ranked.source,
+    ranked.reason
+from ranked
+join eligible on eligible.item_id = ranked.item_id
+where ranked.rank <= top_k;
+
+-- recommend: the top_k items for for_user, best first: recommend_all for one
+-- user, written out again because a filter on user_id does not reach through
+-- the window functions of recommend_all (one user would cost all users).
+-- A user without events (unknown, or only in users.csv) gets the popular list.
+create or replace macro recommend(for_user, top_k := 10, only_genre := null, only_content_type := null) as table
+with eligible as (
+    select
+        items.item_id,
+        items.title,
+        items.content_type,
+        items.genre
+    from items
+    where (only_genre is null or items.genre = lower(only_genre))
+        and (only_content_type is null or items.content_type = lower(only_content_type))
+        and items.item_id not in (
+            select excluded_items.item_id from excluded_items where excluded_items.user_id = for_user
+        )
+),
+
+personal as (
     select
         eligible.*,
-        candidates.score,
+        candidate_scores.score,
         'personalised' as source,
-        case
-            when candidates.count_because = 1 then 'similar to ' || because.title || ', which you watched'
-            else 'similar to ' || because.title || ' and ' || (candidates.count_because - 1) || ' more you watched'
-        end as reason,
+        similarity_reason(because.title, candidate_scores.count_because) as reason,
         1 as source_order,
-        row_number() over (order by candidates.score desc, eligible.item_id) as order_in_source
-    from candidates
-    join eligible on eligible.item_id = candidates.item_id
-    join items as because on because.item_id = candidates.because_id
-    order by candidates.score desc, eligible.item_id
+        row_number() over (order by candidate_scores.score desc, eligible.item_id) as order_in_source
+    from candidate_scores
+    join eligible on eligible.item_id = candidate_scores.item_id
+    join items as because on because.item_id = candidate_scores.because_id
+    where candidate_scores.user_id = for_user
+    order by candidate_scores.score desc, eligible.item_id
     limit top_k
 ),
 
-popular_fill as (
+fill as (
     select
         eligible.*,
         item_popularity.score,
@@ -115,15 +255,15 @@ popular_fill as (
         item_popularity.popularity_rank as order_in_source
     from item_popularity
     join eligible on eligible.item_id = item_popularity.item_id
-    where item_popularity.item_id not in (select personalised.item_id from personalised)
+    where item_popularity.item_id not in (select personal.item_id from personal)
     order by item_popularity.popularity_rank
     limit top_k
 ),
 
 combined as (
-    select * from personalised
+    select * from personal
     union all
-    select * from popular_fill
+    select * from fill
 )
 
 select

@@ -50,7 +50,7 @@ def item_lengths(items, events, params) -> dict[str, float]:
 
 
 def strengths(items, events, params) -> dict[tuple[str, str], dict]:
-    """(user_id, item_id) -> completion, is_heavy, strength (sql/20, user_item_strength)."""
+    """(user_id, item_id) -> completion, is_heavy, strengths, recency (sql/20, user_item_strength)."""
     lengths = item_lengths(items, events, params)
     seconds, last = defaultdict(float), {}
     for user_id, item_id, _, watched, moment in events:
@@ -59,50 +59,82 @@ def strengths(items, events, params) -> dict[tuple[str, str], dict]:
         when = parse_time(moment)
         last[key] = max(last.get(key, when), when)
     end = max(parse_time(event[4]) for event in events)
+    user_end = defaultdict(lambda: datetime.min)
+    for (user_id, _), when in last.items():
+        user_end[user_id] = max(user_end[user_id], when)
     result = {}
     for key, total in seconds.items():
         length = lengths.get(key[1])
         full_views = total / length if length else 0.0
-        recency = 1.0
-        if params.half_life_days > 0:
-            days = (end - last[key]).total_seconds() / 86400
-            recency = 0.5 ** (days / params.half_life_days)
+        capped = min(full_views, params.max_full_views)
+        base = {
+            "log_views": math.log2(1 + capped),
+            "views": capped,
+            "binary": 1.0 if total > 0 else 0.0,
+            "seconds": total,
+            "log_seconds": math.log(1 + total),
+        }[params.strength_formula]
+        days = (end - last[key]).total_seconds() / 86400
         completion = min(full_views, 1.0)
         result[key] = {
             "completion": completion,
             "is_heavy": completion >= params.heavy_threshold,
-            "strength": math.log2(1 + min(full_views, params.max_full_views)) * recency,
+            "base_strength": base,
+            "strength": base * (0.5 ** (days / params.half_life_days) if params.half_life_days > 0 else 1.0),
+            "days_before_end": days,
+            "days_before_user_end": (user_end[key[0]] - last[key]).total_seconds() / 86400,
         }
     return result
 
 
-def popularity(items, strength) -> list[tuple[str, float, int]]:
+def popularity(items, strength, params) -> list[tuple[str, float, int]]:
     """(item_id, score, viewers) best first (sql/30, item_popularity)."""
     score, viewers = defaultdict(float), defaultdict(int)
     for (_, item_id), row in strength.items():
-        score[item_id] += row["strength"]
+        trend = 1.0
+        if params.trending_half_life_days > 0:
+            trend = 0.5 ** (row["days_before_end"] / params.trending_half_life_days)
+        score[item_id] += row["base_strength"] * trend
         viewers[item_id] += 1
     rows = [(item[0], score[item[0]], viewers[item[0]]) for item in items]
     return sorted(rows, key=lambda row: (-row[1], -row[2], row[0]))
 
 
 def neighbors(strength, params) -> dict[str, list[tuple[str, float, int]]]:
-    """item_id -> [(neighbor_id, cosine, support)] best first (sql/40, item_neighbors)."""
+    """item_id -> [(neighbor_id, similarity, support)] best first (sql/40, item_neighbors)."""
     columns = defaultdict(dict)
     for (user_id, item_id), row in strength.items():
         if row["strength"] > 0:
             columns[item_id][user_id] = row["strength"]
-    norms = {item_id: math.sqrt(sum(v * v for v in column.values())) for item_id, column in columns.items()}
+    user_total, item_total, user_count = defaultdict(float), defaultdict(float), defaultdict(int)
+    for item_id, column in columns.items():
+        for user_id, value in column.items():
+            user_total[user_id] += value
+            item_total[item_id] += value
+            user_count[user_id] += 1
+    weighted = {
+        item_id: {user: value / user_count[user] ** params.user_weight_gamma for user, value in column.items()}
+        for item_id, column in columns.items()
+    }
+    squares = {item_id: sum(v * v for v in column.values()) for item_id, column in weighted.items()}
     result = defaultdict(list)
     for a in columns:
         for b in columns:
-            if a == b:
-                continue
             common = columns[a].keys() & columns[b].keys()
-            if len(common) < max(params.min_support, 1):
+            if a == b or len(common) < params.min_support or not common:
                 continue
-            dot = sum(columns[a][user] * columns[b][user] for user in common)
-            result[a].append((b, dot / (norms[a] * norms[b]), len(common)))
+            if params.similarity_formula == "cosine":
+                dot = sum(weighted[a][user] * weighted[b][user] for user in common)
+                alpha = params.similarity_alpha
+                similarity = dot / (squares[a] ** alpha * squares[b] ** (1 - alpha))
+            else:  # rp3beta: a -> user -> b
+                similarity = sum(
+                    (columns[a][user] / item_total[a]) ** params.rp3_alpha
+                    * (columns[b][user] / user_total[user]) ** params.rp3_alpha
+                    for user in common
+                )
+            similarity /= len(columns[b]) ** params.popularity_beta
+            result[a].append((b, similarity, len(common)))
     return {
         item_id: sorted(rows, key=lambda row: (-row[1], -row[2], row[0]))[: params.max_neighbors]
         for item_id, rows in result.items()
@@ -127,8 +159,11 @@ def recommend(user_id, k, items, strength, params, genre=None, content_type=None
     scores = defaultdict(float)
     for seed, row in history.items():
         if row["strength"] > 0:
-            for neighbor_id, cosine, _ in lists.get(seed, []):
-                scores[neighbor_id] += row["strength"] * cosine
+            weight = row["strength"]
+            if params.user_half_life_days > 0:
+                weight *= 0.5 ** (row["days_before_user_end"] / params.user_half_life_days)
+            for neighbor_id, similarity, _ in lists.get(seed, []):
+                scores[neighbor_id] += weight * similarity
     personal = sorted(
         ((item_id, score) for item_id, score in scores.items() if eligible(item_id)),
         key=lambda row: (-row[1], row[0]),
@@ -136,7 +171,7 @@ def recommend(user_id, k, items, strength, params, genre=None, content_type=None
     chosen = {item_id for item_id, _ in personal}
     fill = [
         (item_id, score)
-        for item_id, score, _ in popularity(items, strength)
+        for item_id, score, _ in popularity(items, strength, params)
         if eligible(item_id) and item_id not in chosen
     ]
     return ([(i, s, "personalised") for i, s in personal] + [(i, s, "popular") for i, s in fill])[:k]

@@ -36,12 +36,15 @@ def test_popular_k_beyond_the_catalogue_returns_every_item(tiny):
 
 def test_recommend_for_u1_by_hand(tiny):
     # u1 watched i1 and i2; only i3 shares a viewer (u2, with i2).
-    # cosine(i2, i3) = 1.0184 * 1 / (sqrt(0.8231^2 + 1.0184^2) * 1) = 0.7777
-    # score(i3) = strength(u1, i2) * 0.7777 = 0.8231 * 0.7777 = 0.6402
+    # User weights w = strength / sqrt(items watched): u1 and u2 watched two each, so
+    #   w(u1, i2) = 0.8231 / 1.4142 = 0.5820, w(u2, i2) = 1.0184 / 1.4142 = 0.7201,
+    #   w(u2, i3) = 1 / 1.4142 = 0.7071; sq(i2) = 0.5820^2 + 0.7201^2 = 0.8573, sq(i3) = 0.5
+    # similarity(i2 -> i3) = 0.7201 * 0.7071 / (0.8573^0.6 * 0.5^0.4) = 0.5092 / 0.6910 = 0.7369
+    # score(i3) = strength(u1, i2) * 0.7369 = 0.8231 * 0.7369 = 0.6066
     recs = tiny.recommend("u1", k=2)
     assert recs.fallback_used is False
     assert [(item["item_id"], item["source"]) for item in recs] == [("i3", "personalised"), ("i4", "popular")]
-    assert recs[0]["score"] == pytest.approx(0.6402, abs=1e-4)
+    assert recs[0]["score"] == pytest.approx(0.6066, abs=1e-4)
     assert recs[0]["reason"] == "similar to Family Show B, which you watched"
 
 
@@ -104,7 +107,11 @@ def test_module_functions_follow_the_brief(tiny_dir, monkeypatch):
 
 # --- properties on random data --------------------------------------------------
 
-PARAMS = [engine.ModelParams(), engine.ModelParams(max_neighbors=3, resurface_light=True, heavy_threshold=0.6)]
+PARAMS = [
+    engine.ModelParams(),
+    engine.ModelParams(max_neighbors=3, resurface_light=True, heavy_threshold=0.6, user_half_life_days=5),
+    engine.ModelParams(similarity_formula="rp3beta", popularity_beta=0.3, trending_half_life_days=10),
+]
 
 
 @pytest.fixture(scope="module", params=[(seed, p) for seed in (3, 4, 5) for p in PARAMS], ids=str)

@@ -1,0 +1,114 @@
+"""Offline evaluation: hide the latest events, build the model from the rest,
+and measure how well each model's top k finds what users watched next.
+
+The model is built in a temporary database (recs.db is never touched) from
+the training events only: sql/evaluation.sql moves the held-out events out
+of `events` before any model table is computed.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import duckdb
+
+from . import sqlfiles
+from .build import Progress, load_into, model_into
+from .config import ModelParams
+from .errors import BadArgument
+from .metrics import Scores, score
+
+SPLITS = ("global", "user")
+
+MOST_POPULAR = ModelParams(max_neighbors=0)
+"""No neighbours: every list is the popular fill, watched items excluded."""
+
+
+def default_models() -> dict[str, ModelParams]:
+    """The app's recommender next to the most-popular baseline."""
+    return {"recs (default)": ModelParams(), "most popular": MOST_POPULAR}
+
+
+class Evaluation:
+    """A data folder loaded and split once, on which several models can be scored.
+
+    Use as a context manager; it owns a temporary database.
+    """
+
+    def __init__(self, folder: Path, split: str = "global", test_frac: float = 0.2, progress: Progress | None = None):
+        if split not in SPLITS:
+            raise BadArgument(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+        if not 0 < test_frac < 1:
+            raise BadArgument(f"test_frac must be between 0 and 1, not {test_frac}")
+        self.split, self.test_frac = split, test_frac
+        self._scratch = tempfile.TemporaryDirectory(prefix="recs-eval-")
+        self.con = duckdb.connect(str(Path(self._scratch.name) / "eval.db"))
+        load_into(self.con, folder, progress)
+        sqlfiles.run_file(self.con, sqlfiles.SQL_DIR / "evaluation.sql", {"split": split, "test_frac": test_frac})
+        self.relevant: dict[str, set[str]] = defaultdict(set)
+        for user_id, item_id in self.con.execute("select user_id, item_id from relevant_items").fetchall():
+            self.relevant[user_id].add(item_id)
+        self.catalogue_size = self.con.execute("select count(*) from items").fetchone()[0]
+        self.train_events, self.test_events = self.con.execute(
+            "select count(*) filter (where not is_test), count(*) filter (where is_test) from event_split"
+        ).fetchone()
+
+    def fit(self, params: ModelParams) -> float:
+        """Build the model tables from the training events; returns the seconds it took."""
+        started = time.perf_counter()
+        model_into(self.con, params)
+        return time.perf_counter() - started
+
+    def recommendations(self, k: int) -> dict[str, list[str]]:
+        """The current model's top k for every evaluated user."""
+        lists: dict[str, list[str]] = defaultdict(list)
+        rows = self.con.execute(
+            """
+            select user_id, item_id
+            from recommend_all($k)
+            where user_id in (select user_id from relevant_items)
+            order by user_id, rank
+            """,
+            {"k": k},
+        ).fetchall()
+        for user_id, item_id in rows:
+            lists[user_id].append(item_id)
+        return lists
+
+    def score(self, name: str, params: ModelParams, k: int = 10) -> Scores:
+        """Fit one model and score its top k."""
+        seconds = self.fit(params)
+        return score(name, self.recommendations(k), self.relevant, k, self.catalogue_size, seconds)
+
+    def close(self) -> None:
+        self.con.close()
+        self._scratch.cleanup()
+
+    def __enter__(self) -> "Evaluation":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def evaluate(
+    folder: Path,
+    split: str = "global",
+    test_frac: float = 0.2,
+    k: int = 10,
+    models: dict[str, ModelParams] | None = None,
+    progress: Progress | None = None,
+) -> list[Scores]:
+    """Score each model (default: the app's and most-popular) on one split of folder."""
+    if k < 1:
+        raise BadArgument(f"k must be at least 1, not {k}")
+    with Evaluation(folder, split, test_frac, progress) as evaluation:
+        results = []
+        for name, params in (models or default_models()).items():
+            if progress:
+                progress(f"scoring {name}")
+            results.append(evaluation.score(name, params, k))
+        return results

@@ -1,0 +1,210 @@
+"""Offline evaluation: the metric code by hand, the split rules, and no peeking at test events."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import duckdb
+import pytest
+
+import engine
+from conftest import random_dataset, write_dataset
+from engine.evaluate import Evaluation
+from engine.metrics import hit_rate_at_k, mean_and_standard_error, ndcg_at_k, recall_at_k, score
+
+
+# --- metrics, worked by hand -------------------------------------------------------
+
+def test_ndcg_of_a_known_ranking():
+    # relevant b at rank 2 and d not shown: DCG = 1/log2(3); ideal (2 relevant) = 1 + 1/log2(3)
+    expected = (1 / math.log2(3)) / (1 + 1 / math.log2(3))
+    assert ndcg_at_k(["a", "b", "c"], {"b", "d"}, 3) == pytest.approx(expected)
+    assert expected == pytest.approx(0.3869, abs=1e-4)
+
+
+def test_ndcg_is_one_for_a_perfect_ranking_and_zero_without_hits():
+    assert ndcg_at_k(["b", "d", "x"], {"b", "d"}, 3) == pytest.approx(1.0)
+    assert ndcg_at_k(["x", "y"], {"b"}, 2) == 0.0
+
+
+def test_ndcg_only_counts_the_top_k():
+    assert ndcg_at_k(["x", "b"], {"b"}, 1) == 0.0
+
+
+def test_recall_divides_by_what_k_allows():
+    assert recall_at_k(["a", "b", "c"], {"b", "d"}, 3) == 0.5
+    assert recall_at_k(["a"], {"a", "b", "c"}, 1) == 1.0  # min(k, |relevant|) = 1
+
+
+def test_hit_rate():
+    assert hit_rate_at_k(["a", "b"], {"b"}, 2) == 1.0
+    assert hit_rate_at_k(["a", "b"], {"b"}, 1) == 0.0
+
+
+def test_mean_and_standard_error():
+    assert mean_and_standard_error([0.0, 1.0]) == pytest.approx((0.5, 0.5))  # sd 0.7071 / sqrt(2)
+    assert mean_and_standard_error([3.0]) == (3.0, 0.0)
+
+
+def test_score_averages_over_users_and_counts_coverage():
+    relevant = {"u1": {"a"}, "u2": {"z"}}
+    result = score("m", {"u1": ["a", "b"], "u2": ["b", "c"]}, relevant, k=2, catalogue_size=10)
+    assert result.users == 2
+    assert result.ndcg == pytest.approx(0.5)  # 1 for u1, 0 for u2
+    assert result.hit_rate == pytest.approx(0.5)
+    assert result.coverage == pytest.approx(0.3)  # a, b, c of 10
+
+
+# --- the split rules ----------------------------------------------------------------
+
+USERS = [(f"u{n}", 30, "F", "Jakarta") for n in (1, 2, 3)]
+ITEMS = [(f"i{n}", f"T{n}", "movie", "drama") for n in range(1, 9)]
+EVENTS = [  # user, item, seconds, day of October 2026
+    ("u1", "i1", 1, 1), ("u1", "i2", 1, 2), ("u1", "i3", 1, 3), ("u1", "i4", 1, 4), ("u1", "i5", 1, 9),
+    ("u2", "i1", 1, 5), ("u2", "i6", 1, 6), ("u2", "i1", 1, 10),
+    ("u3", "i7", 1, 8),
+    ("u1", "i8", 1, 7),
+]
+
+
+@pytest.fixture
+def split_dir(tmp_path):
+    events = [(u, i, "play", s * 600, f"2026-10-{day:02d}T12:00:00Z") for u, i, s, day in EVENTS]
+    return write_dataset(tmp_path / "data", USERS, ITEMS, events)
+
+
+def test_global_split_holds_out_the_latest_share_of_all_events(split_dir):
+    # 10 events; the 0.8 quantile of time is day 8: days 9 and 10 are test.
+    with Evaluation(split_dir, "global", 0.2) as evaluation:
+        assert (evaluation.train_events, evaluation.test_events) == (8, 2)
+        # u1's i5 (day 9) is new to u1; u2's i1 (day 10) was watched in training: not relevant
+        assert dict(evaluation.relevant) == {"u1": {"i5"}}
+
+
+def test_user_split_holds_out_each_users_latest_share(split_dir):
+    # u1 has 6 events: round(1.2) = 1 test (i5, day 9); u2 has 3: 1 test (i1, day 10);
+    # u3 has 1: it is test, and u3 has no training event, so u3 is not evaluated.
+    with Evaluation(split_dir, "user", 0.2) as evaluation:
+        assert (evaluation.train_events, evaluation.test_events) == (7, 3)
+        assert dict(evaluation.relevant) == {"u1": {"i5"}}
+
+
+def test_bad_split_arguments_are_refused(split_dir):
+    with pytest.raises(engine.BadArgument):
+        Evaluation(split_dir, "random")
+    with pytest.raises(engine.BadArgument):
+        Evaluation(split_dir, "user", 1.5)
+
+
+# --- no peeking -----------------------------------------------------------------------
+
+MODEL_TABLES = {
+    "user_item_strength": "user_id, item_id",
+    "item_popularity": "item_id",
+    "item_neighbors": "item_id, neighbor_id",
+    "item_length": "item_id",
+}
+
+
+@pytest.mark.parametrize("split", ["global", "user"])
+def test_the_model_is_built_from_training_events_only(tmp_path, split):
+    """Evaluation's model tables equal those of a plain build from the training events alone."""
+    users, items, events = random_dataset(7, n_users=20, n_items=15, n_events=200)
+    folder = write_dataset(tmp_path / "all", users, items, events)
+    params = engine.ModelParams()
+    with Evaluation(folder, split, 0.25) as evaluation:
+        evaluation.fit(params)
+        train = evaluation.con.execute(
+            "select user_id, item_id, event_type, watch_seconds, strftime(watched_at, '%Y-%m-%dT%H:%M:%S') "
+            "from events"
+        ).fetchall()
+        assert len(train) == evaluation.train_events < len(events)
+        evaluated = {table: _rows(evaluation.con, table, key) for table, key in MODEL_TABLES.items()}
+    train_folder = write_dataset(tmp_path / "train", users, items, train)
+    engine.build(tmp_path / "train.db", train_folder, params)
+    con = duckdb.connect(str(tmp_path / "train.db"), read_only=True)
+    for table, key in MODEL_TABLES.items():
+        plain = _rows(con, table, key)
+        assert len(plain) == len(evaluated[table]), table
+        for mine, theirs in zip(evaluated[table], plain):
+            assert mine == pytest.approx(theirs), table
+
+
+def _rows(con, table: str, key: str) -> list[tuple]:
+    columns = [row[0] for row in con.execute(f"describe {table}").fetchall()]
+    numeric = [c for c in columns if c not in key.split(", ") and c not in ("last_watched_at", "length_source")]
+    rows = con.execute(f"select {key}, {', '.join(numeric)} from {table} order by {key}").fetchall()
+    return [tuple(float(v) if isinstance(v, (int, float, bool)) else v for v in row) for row in rows]
+
+
+# --- the commands -----------------------------------------------------------------------
+
+def test_evaluate_command_prints_both_models(cli, tmp_path):
+    users, items, events = random_dataset(8)
+    folder = write_dataset(tmp_path / "data", users, items, events)
+    result = cli("--data-dir", folder, "--db", tmp_path / "recs.db", "evaluate", "--split", "user", "--k", "5", "--json")
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["split"] == "user" and payload["k"] == 5
+    assert [r["model"] for r in payload["results"]] == ["recs (default)", "most popular"]
+    assert all(0 <= r["ndcg"] <= 1 and r["users"] > 0 for r in payload["results"])
+    assert not (tmp_path / "recs.db").exists()  # evaluation never touches recs.db
+
+
+def test_evaluate_command_refuses_an_unknown_split(cli, tiny_dir):
+    result = cli("--data-dir", tiny_dir, "evaluate", "--split", "random")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("Error: split must be one of global, user")
+
+
+def test_export_writes_every_users_list(cli, tiny_dir, tmp_path):
+    out = tmp_path / "recs.csv"
+    result = cli("--data-dir", tiny_dir, "--db", tmp_path / "recs.db", "export", "--k", "2", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0].keys()) == ["user_id", "rank", "item_id", "score", "source", "reason"]
+    by_user = {}
+    for row in rows:
+        by_user.setdefault(row["user_id"], []).append(row["item_id"])
+    assert set(by_user) == {"u1", "u2", "u3"}
+    assert all(len(ids) == 2 for ids in by_user.values())
+    assert result.stdout.startswith(f"Wrote {len(rows)} rows")
+
+
+def test_export_matches_recommend_and_covers_unknown_users(cli, tiny_dir, tmp_path):
+    users_file = tmp_path / "users.txt"
+    users_file.write_text("u1\n\nnobody\nu1\n")
+    out = tmp_path / "recs.parquet"
+    result = cli(
+        "--data-dir", tiny_dir, "--db", tmp_path / "recs.db", "export", "--k", "3", "--out", out, "--users", users_file
+    )
+    assert result.exit_code == 0, result.stderr
+    rows = duckdb.sql(f"select user_id, rank, item_id, source from '{out}' order by user_id, rank").fetchall()
+    recommender = engine.Recommender(tmp_path / "recs.db", tiny_dir)
+    expected = [("nobody", item["rank"], item["item_id"], "popular") for item in recommender.popular(3)]
+    expected += [("u1", item["rank"], item["item_id"], item["source"]) for item in recommender.recommend("u1", 3)]
+    assert rows == expected
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_recommend_all_equals_recommend_for_each_user(tmp_path, seed):
+    users, items, events = random_dataset(seed)
+    folder = write_dataset(tmp_path / "data", users, items, events)
+    recommender = engine.Recommender(tmp_path / "recs.db", folder)
+    con = duckdb.connect(str(tmp_path / "recs.db"), read_only=True)
+    for genre in (None, "drama"):
+        batch = con.execute(
+            "select user_id, item_id, score, source from recommend_all(4, only_genre := $g) order by user_id, rank",
+            {"g": genre},
+        ).fetchall()
+        single = [
+            (user[0], item["item_id"], item["score"], item["source"])
+            for user in sorted(users)
+            for item in recommender.recommend(user[0], 4, genre=genre)
+            if any(u == user[0] for u, *_ in events)
+        ]
+        assert [row[:2] + row[3:] for row in batch] == [row[:2] + row[3:] for row in single]
+        assert [row[2] for row in batch] == pytest.approx([row[2] for row in single])
