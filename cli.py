@@ -325,6 +325,22 @@ def read_user_list(path: Path) -> list[str]:
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on; 127.0.0.1 = this machine only.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve the JSON web API (docs at /docs), building recs.db first if needed.
+
+    Example: python cli.py serve --port 8000
+    """
+    import api  # FastAPI and uvicorn are needed by this command only
+
+    with reported_errors():
+        open_recommender()  # builds recs.db when missing or stale, with the usual progress and summary
+        api.serve(state.db, state.data_dir, host, port)
+
+
+@app.command()
 def build() -> None:
     """(Re)build recs.db from the CSVs and summarise what was loaded and reported.
 
