@@ -14,14 +14,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
-import typer
-from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
+# DuckDB imports pandas at the first parameterised query when it is installed,
+# which costs a one-shot command about a quarter of a second; nothing here
+# uses pandas, so this process tells Python it is absent.
+sys.modules.setdefault("pandas", None)
 
-import engine
-from engine import config
-from engine.build import Progress as BuildProgress
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+import engine  # noqa: E402
+from engine import config  # noqa: E402
+from engine.build import Progress as BuildProgress  # noqa: E402
 
 app = typer.Typer(
     help="Recommend what to watch next, from watch-history CSVs, with a reason for each pick.",
@@ -85,6 +89,8 @@ def reported_errors() -> Iterator[None]:
 def build_display() -> Iterator[BuildProgress]:
     """A progress callback: a spinner naming the step on an interactive stderr, else plain lines."""
     if err.is_terminal:
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
         with Progress(
             SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True
         ) as progress:

@@ -47,9 +47,9 @@ def variants() -> dict[str, ModelParams]:
         "recency in the user's history: half-life 1 d": change(user_half_life_days=1),
         "trending popularity: half-life 14 d": change(trending_half_life_days=14),
         "popularity penalty beta 0.3": change(popularity_beta=0.3),
-        "rp3beta (beta 0.2, 100 neighbours)": change(
-            similarity_formula="rp3beta", popularity_beta=0.2, max_neighbors=100
-        ),
+        "all of each history in similarity (no cap)": change(similarity_history_cap=0),
+        "latest 100 items of each history": change(similarity_history_cap=100),
+        "latest 50 items of each history": change(similarity_history_cap=50),
         "min support 2": change(min_support=2),
     }
 

@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 
 import duckdb
 
-from . import load, sqlfiles
+from . import config, load, sqlfiles
 from .config import ModelParams
 from .errors import DatabaseLocked, DataFileError
 
@@ -88,7 +88,7 @@ def open_read_only(db: Path) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     try:
         # A path cannot be a bound parameter of ATTACH; quotes are doubled.
-        con.execute(f"attach '{str(db).replace(chr(39), chr(39) * 2)}' as recs (read_only)")
+        con.execute(f"attach '{_quoted(db)}' as recs (read_only)")
     except duckdb.IOException as error:
         con.close()
         if "lock" in str(error).lower():
@@ -140,18 +140,37 @@ def build(
         return _build_unlocked(db, folder, params, progress)
 
 
+def configure(con: duckdb.DuckDBPyConnection, spill_to: Path) -> None:
+    """Threads and memory limit from the environment; spill past the limit into spill_to."""
+    con.execute(f"set temp_directory = '{_quoted(spill_to)}'")
+    limit = config.memory_limit()
+    if limit:
+        con.execute(f"set memory_limit = '{limit}'")  # validated by config.memory_limit
+    count = config.threads()
+    if count:
+        con.execute(f"set threads = {count}")
+
+
+def _quoted(path: Path) -> str:
+    """A path inside a SQL string literal (settings take no bound parameters)."""
+    return str(path).replace("'", "''")
+
+
 def load_into(con: duckdb.DuckDBPyConnection, folder: Path, progress: Progress | None = None) -> None:
     """Create the validated tables users, items, events and load_issues from the CSVs in folder."""
     step = progress or (lambda name: None)
     con.execute("set TimeZone = 'UTC'")
+    con.execute("set enable_progress_bar = false")  # progress is ours to show, on stderr
     with tempfile.TemporaryDirectory(prefix="recs-build-") as scratch:
         for path in sqlfiles.build_files(layer="schema"):
             sqlfiles.run_file(con, path)
         step("reading CSV files")
         paths_read = load.stage_all(con, folder, Path(scratch))
         step("validating rows")
+        _keep_row_order(con, False)
         for path in sqlfiles.build_files(layer="load"):
             sqlfiles.run_file(con, path)
+        _keep_row_order(con, True)  # line numbers are counted in file order
         load.finish_issues(con, paths_read)
 
 
@@ -162,9 +181,18 @@ def model_into(con: duckdb.DuckDBPyConnection, params: ModelParams, progress: Pr
     # Column names are our own field names; the values are bound.
     columns = ", ".join(f"${name} as {name}" for name in values)
     con.execute(f"create or replace table model_params as select {columns}", values)
+    _keep_row_order(con, False)
     for path in sqlfiles.build_files(layer="model"):
         step(STEP_NAMES.get(path.name[:2], path.stem))
         sqlfiles.run_file(con, path)
+    _keep_row_order(con, True)
+
+
+def _keep_row_order(con: duckdb.DuckDBPyConnection, keep: bool) -> None:
+    """Whether results keep the order rows were read in. Only staging needs it
+    (record numbers); without it DuckDB writes tables in parallel, with less memory.
+    Tables that must be sorted say so with order by."""
+    con.execute(f"set preserve_insertion_order = {'true' if keep else 'false'}")
 
 
 def _build_unlocked(db: Path, folder: Path, params: ModelParams, progress: Progress | None) -> BuildReport:
@@ -174,6 +202,7 @@ def _build_unlocked(db: Path, folder: Path, params: ModelParams, progress: Progr
     _remove(temp, Path(f"{temp}.wal"))
     con = duckdb.connect(str(temp))
     try:
+        configure(con, spill_to=db.with_name(f"{db.name}.spill"))
         load_into(con, folder, progress)
         model_into(con, params, progress)
         if progress:

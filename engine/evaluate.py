@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 
 from . import sqlfiles
-from .build import Progress, load_into, model_into
+from .build import Progress, configure, load_into, model_into
 from .config import ModelParams
 from .errors import BadArgument
 from .metrics import Scores, score
@@ -46,6 +46,7 @@ class Evaluation:
         self.split, self.test_frac = split, test_frac
         self._scratch = tempfile.TemporaryDirectory(prefix="recs-eval-")
         self.con = duckdb.connect(str(Path(self._scratch.name) / "eval.db"))
+        configure(self.con, spill_to=Path(self._scratch.name) / "spill")
         load_into(self.con, folder, progress)
         sqlfiles.run_file(self.con, sqlfiles.SQL_DIR / "evaluation.sql", {"split": split, "test_frac": test_frac})
         self.relevant: dict[str, set[str]] = defaultdict(set)

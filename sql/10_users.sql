@@ -54,4 +54,5 @@ select
     gender,
     region
 from users_checked
-where row_problem is null;
+where row_problem is null
+order by user_id;

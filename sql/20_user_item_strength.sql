@@ -145,4 +145,6 @@ final as (
     cross join model_params
 )
 
-select * from final;
+-- sorted by user: a lookup of one user reads only the row groups holding them
+select * from final
+order by user_id, item_id;

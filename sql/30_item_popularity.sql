@@ -39,4 +39,5 @@ final as (
     left join per_item on per_item.item_id = items.item_id
 )
 
-select * from final;
+select * from final
+order by popularity_rank;

@@ -1,23 +1,21 @@
 -- item_neighbors: one row per item and one of its max_neighbors most similar
 -- items, with the co-occurrence support (users who watched both) beside it.
 --
--- similarity_formula = 'cosine' (the default), an asymmetric cosine over
--- user-weighted strengths. With w(u, i) = s(u, i) / n(u)^user_weight_gamma,
--- where s is the strength and n(u) how many items u watched, and
--- sq(i) = sum_u w(u, i)^2:
---   similarity(a -> b) = sum_u w(u, a) * w(u, b) / (sq(a)^alpha * sq(b)^(1 - alpha))
--- alpha = 0.5 and gamma = 0 is plain cosine. gamma > 0 lets a user who
--- watched everything say less about which items go together; alpha > 0.5
--- favours neighbours b that are broadly watched alongside a.
---
--- similarity_formula = 'rp3beta', a random walk a -> user -> b:
---   similarity(a -> b) = sum_u (s(u, a) / sum_v s(v, a))^rp3_alpha
---                              * (s(u, b) / sum_j s(u, j))^rp3_alpha
---
--- Either is then divided by viewers(b)^popularity_beta (0 by default), which
--- would push popular neighbours down. Pairs seen together by fewer than
--- min_support users are dropped. docs/evaluation.md has the measurements
--- behind the defaults.
+-- An asymmetric cosine over user-weighted strengths. With s(u, i) the
+-- strength, n(u) how many items u watched, w(u, i) = s(u, i) / n(u)^gamma
+-- (gamma = user_weight_gamma) and sq(i) = sum_u w(u, i)^2:
+--   similarity(a -> b) = sum_u w(u, a) * w(u, b)
+--                        / (sq(a)^alpha * sq(b)^(1 - alpha))   -- alpha = similarity_alpha
+--                        / viewers(b)^popularity_beta
+-- alpha = 0.5, gamma = 0, popularity_beta = 0 is plain cosine. gamma > 0 lets
+-- a user who watched everything say less about which items go together;
+-- alpha > 0.5 favours neighbours b broadly watched alongside a;
+-- popularity_beta > 0 pushes popular neighbours down. Pairs seen together by
+-- fewer than min_support users are dropped. With similarity_history_cap > 0
+-- only each user's that many most recent items enter the pairs: the cost
+-- grows with the square of a history, and the latest part of a long history
+-- says the most about what goes together now. docs/evaluation.md has the measurements
+-- behind the defaults; docs/performance.md the cost.
 create or replace table item_neighbors as
 with item_keys as (
     -- integer keys make the self-join below several times cheaper than text ids
@@ -34,25 +32,16 @@ user_keys as (
     from (select distinct user_id from user_item_strength) as watchers
 ),
 
-strengths as (
+weighted as (
     select
         user_keys.user_key,
         item_keys.item_key,
         user_item_strength.strength
-            * power(count(*) over (partition by user_keys.user_key), -model_params.user_weight_gamma) as strength,
-        -- rp3beta's two steps of the walk: item -> user (the user's share of
-        -- the item's viewers) and user -> item (the item's share of what the
-        -- user watched)
-        power(
-            user_item_strength.strength
-                / sum(user_item_strength.strength) over (partition by user_keys.user_key),
-            model_params.rp3_alpha
-        ) as user_to_item,
-        power(
-            user_item_strength.strength
-                / sum(user_item_strength.strength) over (partition by item_keys.item_key),
-            model_params.rp3_alpha
-        ) as item_to_user
+            * power(count(*) over (partition by user_keys.user_key), -model_params.user_weight_gamma) as weight,
+        row_number() over (
+            partition by user_keys.user_key
+            order by user_item_strength.last_watched_at desc, user_item_strength.strength desc, item_keys.item_key
+        ) as recency_rank
     from user_item_strength
     cross join model_params
     join user_keys on user_keys.user_id = user_item_strength.user_id
@@ -63,64 +52,85 @@ strengths as (
 item_norms as (
     select
         item_key,
-        sum(strength * strength) as sum_squares,
-        sum(strength) as sum_strength,
+        sum(weight * weight) as sum_squares,
         count(*) as viewers
-    from strengths
+    from weighted
     group by item_key
 ),
 
+pair_weights as (
+    select
+        weighted.user_key,
+        weighted.item_key,
+        weighted.weight
+    from weighted
+    cross join model_params
+    where model_params.similarity_history_cap = 0
+        or weighted.recency_rank <= model_params.similarity_history_cap
+),
+
 pair_dots as (
-    -- each unordered pair once (a < b); both directions are restored below
+    -- each unordered pair once (a < b); both directions are scored below
     select
         a.item_key as item_a,
         b.item_key as item_b,
-        sum(a.strength * b.strength) as dot,
-        sum(a.item_to_user * b.user_to_item) as walk_a_to_b,
-        sum(b.item_to_user * a.user_to_item) as walk_b_to_a,
+        sum(a.weight * b.weight) as dot,
         count(*) as support
-    from strengths as a
-    join strengths as b
+    from pair_weights as a
+    join pair_weights as b
         on b.user_key = a.user_key
         and b.item_key > a.item_key
     group by a.item_key, b.item_key
+    having count(*) >= (select min_support from model_params)
 ),
 
-both_directions as (
-    select item_a as item_key, item_b as neighbor_key, dot, walk_a_to_b as walk, support from pair_dots
-    union all
-    select item_b as item_key, item_a as neighbor_key, dot, walk_b_to_a as walk, support from pair_dots
+pair_scores as (
+    select
+        pair_dots.item_a,
+        pair_dots.item_b,
+        pair_dots.support,
+        pair_dots.dot
+            / (power(norm_a.sum_squares, model_params.similarity_alpha)
+                * power(norm_b.sum_squares, 1 - model_params.similarity_alpha))
+            / power(norm_b.viewers, model_params.popularity_beta) as similarity_a_to_b,
+        pair_dots.dot
+            / (power(norm_b.sum_squares, model_params.similarity_alpha)
+                * power(norm_a.sum_squares, 1 - model_params.similarity_alpha))
+            / power(norm_a.viewers, model_params.popularity_beta) as similarity_b_to_a
+    from pair_dots
+    cross join model_params
+    join item_norms as norm_a on norm_a.item_key = pair_dots.item_a
+    join item_norms as norm_b on norm_b.item_key = pair_dots.item_b
 ),
 
 scored as (
+    select item_a as item_key, item_b as neighbor_key, similarity_a_to_b as similarity, support from pair_scores
+    union all
+    select item_b as item_key, item_a as neighbor_key, similarity_b_to_a as similarity, support from pair_scores
+),
+
+top_neighbors as (
+    -- DuckDB's max_by(arg, value, n) keeps each item's n best in a small heap
+    -- instead of sorting every pair (elsewhere: row_number() over (partition
+    -- by item_key order by ...) <= n). Ties: more support, then lower key.
     select
-        both_directions.item_key,
-        both_directions.neighbor_key,
-        case model_params.similarity_formula
-            when 'cosine' then both_directions.dot
-                / (
-                    power(item_norm.sum_squares, model_params.similarity_alpha)
-                    * power(neighbor_norm.sum_squares, 1 - model_params.similarity_alpha)
-                )
-            when 'rp3beta' then both_directions.walk
-        end
-            / power(neighbor_norm.viewers, model_params.popularity_beta) as similarity,
-        both_directions.support
-    from both_directions
+        scored.item_key,
+        max_by(
+            struct_pack(neighbor_key := scored.neighbor_key, similarity := scored.similarity, support := scored.support),
+            struct_pack(similarity := scored.similarity, support := scored.support, key_order := -scored.neighbor_key),
+            greatest(model_params.max_neighbors, 1)  -- n must be positive; 0 is applied below
+        ) as best
+    from scored
     cross join model_params
-    join item_norms as item_norm on item_norm.item_key = both_directions.item_key
-    join item_norms as neighbor_norm on neighbor_norm.item_key = both_directions.neighbor_key
-    where both_directions.support >= model_params.min_support
+    group by scored.item_key, model_params.max_neighbors
 ),
 
 ranked as (
     select
-        *,
-        row_number() over (
-            partition by item_key
-            order by similarity desc, support desc, neighbor_key
-        ) as neighbor_rank
-    from scored
+        item_key,
+        unnest(best, recursive := true),
+        generate_subscripts(best, 1) as neighbor_rank
+    from top_neighbors
 ),
 
 final as (
@@ -137,4 +147,5 @@ final as (
     where ranked.neighbor_rank <= model_params.max_neighbors
 )
 
-select * from final;
+select * from final
+order by item_id, neighbor_rank;

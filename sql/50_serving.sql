@@ -213,71 +213,79 @@ where ranked.rank <= top_k;
 -- recommend: the top_k items for for_user, best first: recommend_all for one
 -- user, written out again because a filter on user_id does not reach through
 -- the window functions of recommend_all (one user would cost all users).
--- A user without events (unknown, or only in users.csv) gets the popular list.
+-- A user without events (unknown, or only in users.csv) gets the popular list
+-- (the fill, with nothing excluded).
 create or replace macro recommend(for_user, top_k := 10, only_genre := null, only_content_type := null) as table
-with eligible as (
-    select
-        items.item_id,
-        items.title,
-        items.content_type,
-        items.genre
-    from items
-    where (only_genre is null or items.genre = lower(only_genre))
-        and (only_content_type is null or items.content_type = lower(only_content_type))
-        and items.item_id not in (
-            select excluded_items.item_id from excluded_items where excluded_items.user_id = for_user
-        )
+with excluded as (
+    select excluded_items.item_id
+    from excluded_items
+    where excluded_items.user_id = for_user
 ),
 
 personal as (
     select
-        eligible.*,
+        candidate_scores.item_id,
         candidate_scores.score,
-        'personalised' as source,
-        similarity_reason(because.title, candidate_scores.count_because) as reason,
-        1 as source_order,
-        row_number() over (order by candidate_scores.score desc, eligible.item_id) as order_in_source
+        candidate_scores.because_id,
+        candidate_scores.count_because
     from candidate_scores
-    join eligible on eligible.item_id = candidate_scores.item_id
-    join items as because on because.item_id = candidate_scores.because_id
+    join items on items.item_id = candidate_scores.item_id
     where candidate_scores.user_id = for_user
-    order by candidate_scores.score desc, eligible.item_id
+        and (only_genre is null or items.genre = lower(only_genre))
+        and (only_content_type is null or items.content_type = lower(only_content_type))
+        and candidate_scores.item_id not in (select excluded.item_id from excluded)
+    order by candidate_scores.score desc, candidate_scores.item_id
     limit top_k
 ),
 
 fill as (
     select
-        eligible.*,
+        item_popularity.item_id,
         item_popularity.score,
-        'popular' as source,
-        popularity_reason(item_popularity.viewers) as reason,
-        2 as source_order,
-        item_popularity.popularity_rank as order_in_source
+        item_popularity.viewers,
+        item_popularity.popularity_rank
     from item_popularity
-    join eligible on eligible.item_id = item_popularity.item_id
-    where item_popularity.item_id not in (select personal.item_id from personal)
+    join items on items.item_id = item_popularity.item_id
+    where (only_genre is null or items.genre = lower(only_genre))
+        and (only_content_type is null or items.content_type = lower(only_content_type))
+        and item_popularity.item_id not in (select excluded.item_id from excluded)
+        and item_popularity.item_id not in (select personal.item_id from personal)
     order by item_popularity.popularity_rank
     limit top_k
 ),
 
 combined as (
-    select * from personal
+    select
+        personal.item_id,
+        personal.score,
+        'personalised' as source,
+        similarity_reason(because.title, personal.count_because) as reason,
+        row_number() over (order by personal.score desc, personal.item_id) as rank
+    from personal
+    join items as because on because.item_id = personal.because_id
     union all
-    select * from fill
+    select
+        fill.item_id,
+        fill.score,
+        'popular' as source,
+        popularity_reason(fill.viewers) as reason,
+        (select count(*) from personal) + row_number() over (order by fill.popularity_rank) as rank
+    from fill
 )
 
 select
-    row_number() over (order by source_order, order_in_source) as rank,
-    item_id,
-    title,
-    content_type,
-    genre,
-    score,
-    source,
-    reason
+    combined.rank,
+    combined.item_id,
+    items.title,
+    items.content_type,
+    items.genre,
+    combined.score,
+    combined.source,
+    combined.reason
 from combined
-order by source_order, order_in_source
-limit top_k;
+join items on items.item_id = combined.item_id
+where combined.rank <= top_k
+order by combined.rank;
 
 -- user_history: what for_user watched, one row per item, latest first.
 create or replace macro user_history(for_user) as table

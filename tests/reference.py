@@ -102,38 +102,33 @@ def popularity(items, strength, params) -> list[tuple[str, float, int]]:
 
 def neighbors(strength, params) -> dict[str, list[tuple[str, float, int]]]:
     """item_id -> [(neighbor_id, similarity, support)] best first (sql/40, item_neighbors)."""
-    columns = defaultdict(dict)
+    by_user = defaultdict(dict)
     for (user_id, item_id), row in strength.items():
         if row["strength"] > 0:
-            columns[item_id][user_id] = row["strength"]
-    user_total, item_total, user_count = defaultdict(float), defaultdict(float), defaultdict(int)
-    for item_id, column in columns.items():
-        for user_id, value in column.items():
-            user_total[user_id] += value
-            item_total[item_id] += value
-            user_count[user_id] += 1
-    weighted = {
-        item_id: {user: value / user_count[user] ** params.user_weight_gamma for user, value in column.items()}
-        for item_id, column in columns.items()
-    }
-    squares = {item_id: sum(v * v for v in column.values()) for item_id, column in weighted.items()}
+            by_user[user_id][item_id] = row
+    weights = defaultdict(dict)  # item -> user -> weight, over whole histories
+    paired = defaultdict(dict)  # the same, within each user's history cap (latest first)
+    for user_id, history in by_user.items():
+        ordered = sorted(
+            ((item_id, row["strength"], row["days_before_end"]) for item_id, row in history.items()),
+            key=lambda entry: (entry[2], -entry[1], entry[0]),
+        )
+        for position, (item_id, value, _) in enumerate(ordered, start=1):
+            weight = value / len(history) ** params.user_weight_gamma
+            weights[item_id][user_id] = weight
+            if not params.similarity_history_cap or position <= params.similarity_history_cap:
+                paired[item_id][user_id] = weight
+    squares = {item_id: sum(v * v for v in column.values()) for item_id, column in weights.items()}
+    alpha = params.similarity_alpha
     result = defaultdict(list)
-    for a in columns:
-        for b in columns:
-            common = columns[a].keys() & columns[b].keys()
-            if a == b or len(common) < params.min_support or not common:
+    for a in paired:
+        for b in paired:
+            common = paired[a].keys() & paired[b].keys()
+            if a == b or not common or len(common) < params.min_support:
                 continue
-            if params.similarity_formula == "cosine":
-                dot = sum(weighted[a][user] * weighted[b][user] for user in common)
-                alpha = params.similarity_alpha
-                similarity = dot / (squares[a] ** alpha * squares[b] ** (1 - alpha))
-            else:  # rp3beta: a -> user -> b
-                similarity = sum(
-                    (columns[a][user] / item_total[a]) ** params.rp3_alpha
-                    * (columns[b][user] / user_total[user]) ** params.rp3_alpha
-                    for user in common
-                )
-            similarity /= len(columns[b]) ** params.popularity_beta
+            dot = sum(paired[a][user] * paired[b][user] for user in common)
+            similarity = dot / (squares[a] ** alpha * squares[b] ** (1 - alpha))
+            similarity /= len(weights[b]) ** params.popularity_beta
             result[a].append((b, similarity, len(common)))
     return {
         item_id: sorted(rows, key=lambda row: (-row[1], -row[2], row[0]))[: params.max_neighbors]

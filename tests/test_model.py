@@ -15,9 +15,9 @@ PARAMS = [
     engine.ModelParams(half_life_days=14, min_support=2, max_neighbors=3, heavy_threshold=0.5),
     engine.ModelParams(min_plays_for_length=1, max_full_views=1.5, trending_half_life_days=7),
     engine.ModelParams(
-        similarity_formula="cosine", similarity_alpha=0.3, user_weight_gamma=1, popularity_beta=0.5, strength_formula="views"
+        similarity_alpha=0.3, user_weight_gamma=1, popularity_beta=0.5, strength_formula="views"
     ),
-    engine.ModelParams(similarity_formula="rp3beta", rp3_alpha=0.5, popularity_beta=0.3, strength_formula="binary"),
+    engine.ModelParams(similarity_history_cap=3, popularity_beta=0.3, strength_formula="binary"),
     engine.ModelParams(strength_formula="log_seconds"),
 ]
 
@@ -25,7 +25,7 @@ PARAMS = [
 @pytest.fixture(
     scope="module",
     params=[(seed, params) for seed in (1, 2) for params in PARAMS],
-    ids=lambda p: f"seed{p[0]}-{p[1].similarity_formula}-{p[1].strength_formula}",
+    ids=lambda p: f"seed{p[0]}-{p[1].strength_formula}",
 )
 def built(request, tmp_path_factory):
     """(connection, users, items, events, params) for one random dataset and parameter set."""
@@ -89,7 +89,7 @@ def test_neighbors_match_reference(built):
 
 def test_cosine_is_symmetric_and_bounded(built):
     con, params = built[0], built[4]
-    plain_cosine = dict(similarity_formula="cosine", similarity_alpha=0.5, popularity_beta=0.0)
+    plain_cosine = dict(similarity_alpha=0.5, popularity_beta=0.0, similarity_history_cap=0)
     if any(getattr(params, name) != value for name, value in plain_cosine.items()):
         pytest.skip("only plain cosine is symmetric and at most 1")
     asymmetric, out_of_range = con.execute(

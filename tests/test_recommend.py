@@ -110,7 +110,7 @@ def test_module_functions_follow_the_brief(tiny_dir, monkeypatch):
 PARAMS = [
     engine.ModelParams(),
     engine.ModelParams(max_neighbors=3, resurface_light=True, heavy_threshold=0.6, user_half_life_days=5),
-    engine.ModelParams(similarity_formula="rp3beta", popularity_beta=0.3, trending_half_life_days=10),
+    engine.ModelParams(similarity_history_cap=4, popularity_beta=0.3, trending_half_life_days=10),
 ]
 
 
