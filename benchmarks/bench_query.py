@@ -67,6 +67,14 @@ def median_of(reps: list[dict]) -> dict:
             "p50_each_rep": [r["p50"] for r in reps]}
 
 
+def built_at(recommender) -> str | None:
+    try:
+        row = recommender._cursor().execute("select value from build_info where key = 'built_at'").fetchone()
+        return row[0] if row else None
+    except Exception:  # noqa: BLE001 - a figure to show, never a reason to stop
+        return None
+
+
 def pick_users(recommender, count: int, seed: int) -> tuple[list[str], list[str], list[str], list[str]]:
     """(sample, heaviest, unknown, warm-up users): the sample includes the heaviest and the unknown ones."""
     cursor = recommender._cursor()
@@ -204,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cli-runs", type=int, default=10, help="timed CLI runs after 1 warm-up (0 = skip)")
     parser.add_argument("--export-runs", type=int, help="export runs (default 3; 1 when events > 5M; 0 = skip)")
     parser.add_argument("--export-format", choices=["csv", "parquet"], default="csv")
+    parser.add_argument("--no-rebuild", action="store_true",
+                        help="use --db as it is when it exists, even if older than the SQL or the data "
+                        "(the serving queries are the ones stored in it at its build)")
     parser.add_argument("--cli-only", action="store_true", help="only the one-shot CLI measurement (no data needed)")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     args = parser.parse_args(argv)
@@ -226,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
           f"db {db}; commit {env['commit']}", file=sys.stderr)
 
     started = time.perf_counter()
-    recommender = engine.Recommender(db, data_dir)
+    recommender = engine.Recommender(db, data_dir, auto_build=not (args.no_rebuild and db.exists()))
     open_seconds = time.perf_counter() - started
     built = recommender.build_report is not None
     if built:
@@ -244,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "db": str(db),
         "duckdb_threads": threads,
         "built_now_seconds": recommender.build_report.seconds if built else None,
+        "db_built_at": built_at(recommender),
         "open_seconds": open_seconds,
         "sample": {"users": len(users), "heaviest": len(heaviest), "unknown": len(unknown),
                    "heaviest_history_rows": heaviest_rows, "seed": args.seed},
