@@ -90,6 +90,14 @@ data_end as (
     select max(watched_at) as data_end_at from events
 ),
 
+user_end as (
+    select
+        user_id,
+        max(last_watched_at) as user_end_at
+    from per_pair
+    group by user_id
+),
+
 with_views as (
     select
         per_pair.*,
@@ -97,12 +105,10 @@ with_views as (
         coalesce(per_pair.watch_seconds / item_length.length_seconds, 0) as full_views,
         -- epoch() is DuckDB's; elsewhere: extract(epoch from ...)
         (epoch(data_end.data_end_at) - epoch(per_pair.last_watched_at)) / 86400.0 as days_before_end,
-        (
-            epoch(max(per_pair.last_watched_at) over (partition by per_pair.user_id))
-            - epoch(per_pair.last_watched_at)
-        ) / 86400.0 as days_before_user_end
+        (epoch(user_end.user_end_at) - epoch(per_pair.last_watched_at)) / 86400.0 as days_before_user_end
     from per_pair
     cross join data_end
+    join user_end on user_end.user_id = per_pair.user_id
     left join item_length on item_length.item_id = per_pair.item_id
 ),
 
