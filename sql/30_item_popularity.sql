@@ -4,7 +4,8 @@
 -- seconds would rank every movie above every microdrama). With
 -- trending_half_life_days > 0 each viewer's part halves every that many days
 -- before the last event in the data, so popularity means "popular lately".
--- Ties go to more viewers, then item_id, so the order is stable.
+-- Ties go to more viewers, then item_id, so the order is stable. Stored in
+-- rank order, so the top of the list is the first rows read.
 create or replace table item_popularity as
 with per_item as (
     select
@@ -28,6 +29,9 @@ with per_item as (
 final as (
     select
         items.item_id,
+        -- the item's filter columns, copied so the serving queries need no join
+        items.content_type,
+        items.genre,
         coalesce(per_item.viewers, 0) as viewers,
         coalesce(per_item.count_plays, 0) as count_plays,
         coalesce(per_item.watch_seconds, 0) as watch_seconds,

@@ -22,21 +22,31 @@ create or replace macro similarity_reason(because_title, count_because) as
 -- popular: the top_k most popular items, optionally of one genre and/or
 -- content type. One row per item, best first.
 create or replace macro popular(top_k := 10, only_genre := null, only_content_type := null) as table
+with top as (
+    select
+        item_popularity.item_id,
+        item_popularity.score,
+        item_popularity.viewers,
+        item_popularity.popularity_rank
+    from item_popularity
+    where (only_genre is null or item_popularity.genre = lower(only_genre))
+        and (only_content_type is null or item_popularity.content_type = lower(only_content_type))
+    order by item_popularity.popularity_rank
+    limit top_k
+)
+
 select
-    row_number() over (order by item_popularity.popularity_rank) as rank,
+    row_number() over (order by top.popularity_rank) as rank,
     items.item_id,
     items.title,
     items.content_type,
     items.genre,
-    item_popularity.score,
+    top.score,
     'popular' as source,
-    popularity_reason(item_popularity.viewers) as reason
-from item_popularity
-join items on items.item_id = item_popularity.item_id
-where (only_genre is null or items.genre = lower(only_genre))
-    and (only_content_type is null or items.content_type = lower(only_content_type))
-order by item_popularity.popularity_rank
-limit top_k;
+    popularity_reason(top.viewers) as reason
+from top
+join items on items.item_id = top.item_id
+order by rank;
 
 -- candidate_scores: one row per user and item the model could recommend to
 -- them (an item similar to something they watched), with its score:
@@ -229,10 +239,10 @@ personal as (
         candidate_scores.because_id,
         candidate_scores.count_because
     from candidate_scores
-    join items on items.item_id = candidate_scores.item_id
+    join item_popularity as item on item.item_id = candidate_scores.item_id
     where candidate_scores.user_id = for_user
-        and (only_genre is null or items.genre = lower(only_genre))
-        and (only_content_type is null or items.content_type = lower(only_content_type))
+        and (only_genre is null or item.genre = lower(only_genre))
+        and (only_content_type is null or item.content_type = lower(only_content_type))
         and candidate_scores.item_id not in (select excluded.item_id from excluded)
     order by candidate_scores.score desc, candidate_scores.item_id
     limit top_k
@@ -245,9 +255,8 @@ fill as (
         item_popularity.viewers,
         item_popularity.popularity_rank
     from item_popularity
-    join items on items.item_id = item_popularity.item_id
-    where (only_genre is null or items.genre = lower(only_genre))
-        and (only_content_type is null or items.content_type = lower(only_content_type))
+    where (only_genre is null or item_popularity.genre = lower(only_genre))
+        and (only_content_type is null or item_popularity.content_type = lower(only_content_type))
         and item_popularity.item_id not in (select excluded.item_id from excluded)
         and item_popularity.item_id not in (select personal.item_id from personal)
     order by item_popularity.popularity_rank
