@@ -83,9 +83,16 @@ def built_fingerprint(db: Path) -> str | None:
         con.close()
 
 
-def open_read_only(db: Path) -> duckdb.DuckDBPyConnection:
-    """A private in-memory instance with db attached read-only as catalog 'recs'."""
+def open_read_only(db: Path, threads: int | None = 1) -> duckdb.DuckDBPyConnection:
+    """A private in-memory instance with db attached read-only as catalog 'recs'.
+
+    One thread by default: a single recommendation is a small query that runs
+    faster without parallel scheduling, and concurrent requests spread over
+    the cores on their own. Batch work passes threads=None (one per core).
+    """
     con = duckdb.connect()
+    if threads:
+        con.execute(f"set threads = {int(threads)}")
     try:
         # A path cannot be a bound parameter of ATTACH; quotes are doubled.
         con.execute(f"attach '{_quoted(db)}' as recs (read_only)")

@@ -180,10 +180,15 @@ class Recommender:
         params = {"k": k, "out": str(out)}
         if user_ids is not None:
             params["user_ids"] = user_ids
+        self._cursor()  # the usual checks: the file exists and is not locked
+        batch = open_read_only(self.db, threads=None)  # every core, apart from the serving instance
         try:
-            return self._cursor().execute(query, params).fetchone()[0]
+            batch.execute("use recs")
+            return batch.execute(query, params).fetchone()[0]
         except duckdb.IOException as error:
             raise BadArgument(f"cannot write {out}: {str(error).splitlines()[0]}") from None
+        finally:
+            batch.close()
 
     def info(self) -> dict:
         """When the database was built, with which DuckDB, and its row counts."""
