@@ -19,6 +19,12 @@ create or replace macro similarity_reason(because_title, count_because) as
         else 'similar to ' || because_title || ' and ' || (count_because - 1) || ' more you watched'
     end;
 
+-- matches_filters: whether an item of this genre and content type passes the
+-- optional filters (null = any; compared lower-case, as the tables store them).
+create or replace macro matches_filters(genre, content_type, only_genre, only_content_type) as
+    (only_genre is null or genre = lower(only_genre))
+    and (only_content_type is null or content_type = lower(only_content_type));
+
 -- popular: the top_k most popular items, optionally of one genre and/or
 -- content type. One row per item, best first.
 create or replace macro popular(top_k := 10, only_genre := null, only_content_type := null) as table
@@ -29,8 +35,7 @@ with top as (
         item_popularity.viewers,
         item_popularity.popularity_rank
     from item_popularity
-    where (only_genre is null or item_popularity.genre = lower(only_genre))
-        and (only_content_type is null or item_popularity.content_type = lower(only_content_type))
+    where matches_filters(item_popularity.genre, item_popularity.content_type, only_genre, only_content_type)
     order by item_popularity.popularity_rank
     limit top_k
 )
@@ -104,8 +109,7 @@ with eligible as (
         items.content_type,
         items.genre
     from items
-    where (only_genre is null or items.genre = lower(only_genre))
-        and (only_content_type is null or items.content_type = lower(only_content_type))
+    where matches_filters(items.genre, items.content_type, only_genre, only_content_type)
 ),
 
 personal_ranked as (
@@ -241,8 +245,7 @@ personal as (
     from candidate_scores
     join item_popularity as item on item.item_id = candidate_scores.item_id
     where candidate_scores.user_id = for_user
-        and (only_genre is null or item.genre = lower(only_genre))
-        and (only_content_type is null or item.content_type = lower(only_content_type))
+        and matches_filters(item.genre, item.content_type, only_genre, only_content_type)
         and candidate_scores.item_id not in (select excluded.item_id from excluded)
     order by candidate_scores.score desc, candidate_scores.item_id
     limit top_k
@@ -255,8 +258,7 @@ fill as (
         item_popularity.viewers,
         item_popularity.popularity_rank
     from item_popularity
-    where (only_genre is null or item_popularity.genre = lower(only_genre))
-        and (only_content_type is null or item_popularity.content_type = lower(only_content_type))
+    where matches_filters(item_popularity.genre, item_popularity.content_type, only_genre, only_content_type)
         and item_popularity.item_id not in (select excluded.item_id from excluded)
         and item_popularity.item_id not in (select personal.item_id from personal)
     order by item_popularity.popularity_rank
