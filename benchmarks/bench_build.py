@@ -9,8 +9,8 @@ Each run is `engine.build(db, data_dir, engine.ModelParams())` in a fresh child
 process (this script re-run with --child), so its peak RSS is its own
 (getrusage(RUSAGE_SELF).ru_maxrss, reported by the child; the parent also
 samples /proc/<pid>/status as a watchdog). DuckDB gets --threads threads (2):
-the child wraps duckdb.connect to pass config={"threads": N} unless the engine
-sets it itself. Step durations come from the build's progress callback: the
+the child runs with RECS_THREADS=N and wraps duckdb.connect to pass
+config={"threads": N}, unless the engine sets another number itself. Step durations come from the build's progress callback: the
 time from one step's start to the next; "setup" is the time before the first
 step (fingerprint, connecting, schema), "saving" runs to the end of build().
 Importing the engine is not counted.
@@ -366,7 +366,9 @@ def run_child(args: list[str], max_seconds: float, max_rss_mb: float) -> dict:
         result_path = Path(handle.name)
     command = [sys.executable, str(Path(__file__).resolve()), "--child", *args, "--result", str(result_path)]
     started = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=ROOT)
+    # the engine reads $RECS_THREADS for builds (where it does not, the connect wrapper sets it)
+    env = {**os.environ, "RECS_THREADS": args[args.index("--threads") + 1]} if "--threads" in args else None
+    proc = subprocess.Popen(command, cwd=ROOT, env=env)
     sampled_max_mb = 0.0
     aborted = None
     status = Path(f"/proc/{proc.pid}/status")

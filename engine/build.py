@@ -25,7 +25,7 @@ import duckdb
 
 from . import config, load, sqlfiles
 from .config import ModelParams
-from .errors import DatabaseLocked, DataFileError
+from .errors import DatabaseLocked
 
 Progress = Callable[[str], None]
 """Called with the name of each build step as it starts."""
@@ -275,5 +275,3 @@ def _remove(*paths: Path) -> None:
         except FileNotFoundError:
             pass
 
-
-__all__ = ["BuildReport", "build", "ensure_built", "fingerprint", "DataFileError"]

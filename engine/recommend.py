@@ -125,8 +125,11 @@ class Recommender:
         return Recommendations(items, fallback_used=not has_history, user_known=known)
 
     def history(self, user_id: str) -> list[dict]:
-        """What user_id watched, one row per item, latest first."""
-        return self._rows("select * from user_history($user_id)", {"user_id": user_id})
+        """What user_id watched, one row per item, latest first; UnknownValue for an unknown user."""
+        rows = self._rows("select * from user_history($user_id)", {"user_id": user_id})
+        if not rows and not self.user_known(user_id):
+            raise UnknownValue(f"user {user_id!r} is not known: not in users.csv and no events")
+        return rows
 
     def similar(self, item_id: str, k: int = 10) -> list[dict]:
         """The k items most similar to item_id."""
