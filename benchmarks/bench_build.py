@@ -19,7 +19,7 @@ The scipy reference (another child process, for its own peak RSS) reads the
 strengths the model uses from the built database (`user_item_strength where
 strength > 0`, via duckdb .fetchnumpy(); load time reported apart) and the
 parameters from `model_params`, and computes the similarity of
-sql/40_item_neighbors.sql (similarity_formula 'cosine'):
+sql/40_item_neighbors.sql:
 
     w(u,i) = s(u,i) / n(u)^user_weight_gamma     n(u): items with strength > 0
     sq(i)  = sum_u w(u,i)^2
@@ -71,7 +71,7 @@ from common import ROOT, fmt, median  # noqa: E402
 
 KNOWN_PARAMS = {
     "heavy_threshold", "min_plays_for_length", "max_full_views", "half_life_days", "strength_formula",
-    "similarity_formula", "similarity_alpha", "rp3_alpha", "user_weight_gamma", "popularity_beta",
+    "similarity_alpha", "user_weight_gamma", "popularity_beta",
     "trending_half_life_days", "user_half_life_days", "max_neighbors", "min_support", "resurface_light",
     "similarity_history_cap",
 }  # the parameters this reference knows; any other one is reported (it may change item_neighbors)
@@ -194,7 +194,6 @@ def child_reference(db: Path, threads: int, which: str, cap_order: str) -> dict:
         "scipy_version": scipy.__version__,
         "params": {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in params.items()},
         "unknown_params": sorted(set(params) - KNOWN_PARAMS),
-        "similarity_formula": params.get("similarity_formula", "cosine"),
         "history_cap_in_model": model_cap,
         "cap_order": cap_order,
         "users_over_cap": users_over_cap,
@@ -575,8 +574,6 @@ def print_summary(summary: dict, similarity_step: str | None) -> None:
     if reference["history_cap_in_model"]:
         notes.append(f"similarity_history_cap = {reference['history_cap_in_model']}: "
                      f"{reference['users_over_cap']:,} users over it")
-    if reference["similarity_formula"] not in (None, "cosine"):
-        notes.append(f"WARNING: similarity_formula is {reference['similarity_formula']!r}; the reference is 'cosine'")
     if reference["unknown_params"]:  # parameters added to the model since this script was written
         notes.append("WARNING: model_params the reference ignores: " + ", ".join(reference["unknown_params"]))
     for note in notes:
