@@ -3,7 +3,7 @@ and a scipy.sparse reference for the item-item similarity step.
 
     python benchmarks/bench_build.py --size 100k
     python benchmarks/bench_build.py --size 1m --runs 3 --json out/build-1m.json
-    python benchmarks/bench_build.py --data-dir /tmp/recs-data/10m --runs 1 --json out/build-10m.json
+    python benchmarks/bench_build.py --data-dir DIR --runs 1 --json out/build-10m.json
 
 Each run is `engine.build(db, data_dir, engine.ModelParams())` in a fresh child
 process (this script re-run with --child), so its peak RSS is its own

@@ -3,7 +3,7 @@ one-shot CLI's wall time, and the batch export.
 
     python benchmarks/bench_query.py --size 100k
     python benchmarks/bench_query.py --size 1m --json out/query-1m.json
-    python benchmarks/bench_query.py --data-dir /tmp/recs-data/10m --json out/query-10m.json
+    python benchmarks/bench_query.py --data-dir DIR --json out/query-10m.json
 
 What it measures (all on one built database, built first by
 engine.Recommender(db, data_dir) when missing or stale; the default --db is the

@@ -1,7 +1,7 @@
 """Load test of the web API: throughput and latency of /recommendations, with and
 without a rebuild of recs.db halfway through.
 
-    python benchmarks/load_test.py --data-dir /tmp/recs-1m/data --seconds 10
+    python benchmarks/load_test.py --data-dir DIR --seconds 10
     python benchmarks/load_test.py                      # generates the 1m data into a cache folder first
 
 It starts the server itself (`api.serve` under uvicorn, in a subprocess on a
