@@ -54,7 +54,7 @@ def threads() -> int | None:
 
 @dataclass(frozen=True)
 class ModelParams:
-    """Build-time parameters of the model (see sql/20-40 for their use)."""
+    """Parameters of the model, read by sql/20-50 from the table model_params."""
 
     heavy_threshold: float = 0.8
     """completion at or above which an item counts as heavily watched."""
