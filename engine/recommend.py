@@ -113,15 +113,7 @@ class Recommender:
         )
         if not items:
             self._check_filters(genre, content_type)
-        has_history, known = self._rows(
-            """
-            select
-                exists (select 1 from user_item_strength where user_id = $user_id and strength > 0) as has_history,
-                exists (select 1 from users where user_id = $user_id)
-                    or exists (select 1 from user_item_strength where user_id = $user_id) as known
-            """,
-            {"user_id": user_id},
-        )[0].values()
+        known, has_history = self._user_state(user_id)
         return Recommendations(items, fallback_used=not has_history, user_known=known)
 
     def history(self, user_id: str) -> list[dict]:
@@ -141,17 +133,20 @@ class Recommender:
 
     def user_known(self, user_id: str) -> bool:
         """True when user_id is in users.csv or has events."""
-        return bool(
-            self._rows(
-                """
-                select 1 from users where user_id = $id
-                union all
-                select 1 from user_item_strength where user_id = $id
-                limit 1
-                """,
-                {"id": user_id},
-            )
-        )
+        return self._user_state(user_id)[0]
+
+    def _user_state(self, user_id: str) -> tuple[bool, bool]:
+        """(known: in users.csv or has events, has_history: some event with strength > 0)."""
+        row = self._rows(
+            """
+            select
+                exists (select 1 from users where user_id = $user_id)
+                    or exists (select 1 from user_item_strength where user_id = $user_id) as known,
+                exists (select 1 from user_item_strength where user_id = $user_id and strength > 0) as has_history
+            """,
+            {"user_id": user_id},
+        )[0]
+        return row["known"], row["has_history"]
 
     def export(self, out: Path, k: int = 20, user_ids: list[str] | None = None) -> int:
         """Write every user's top k (or the given users') to out, CSV or Parquet by its suffix.
