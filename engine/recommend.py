@@ -141,8 +141,8 @@ class Recommender:
             """
             select
                 exists (select 1 from users where user_id = $user_id)
-                    or exists (select 1 from user_item_strength where user_id = $user_id) as known,
-                exists (select 1 from user_item_strength where user_id = $user_id and strength > 0) as has_history
+                    or exists (select 1 from user_keys where user_id = $user_id) as known,
+                exists (select 1 from user_keys where user_id = $user_id and has_history) as has_history
             """,
             {"user_id": user_id},
         )[0]

@@ -56,3 +56,6 @@ select
 from users_checked
 where row_problem is null
 order by user_id;
+
+-- "is this user known?" is asked on every recommendation: an index lookup.
+create unique index users_by_id on users (user_id);

@@ -93,6 +93,8 @@ data_end as (
 user_end as (
     select
         user_id,
+        -- user_key: a dense integer standing for user_id inside the model
+        row_number() over (order by user_id)::integer as user_key,
         max(last_watched_at) as user_end_at
     from per_pair
     group by user_id
@@ -101,6 +103,8 @@ user_end as (
 with_views as (
     select
         per_pair.*,
+        user_end.user_key,
+        items.item_key,
         item_length.length_seconds,
         coalesce(per_pair.watch_seconds / item_length.length_seconds, 0) as full_views,
         -- epoch() is DuckDB's; elsewhere: extract(epoch from ...)
@@ -109,6 +113,7 @@ with_views as (
     from per_pair
     cross join data_end
     join user_end on user_end.user_id = per_pair.user_id
+    join items on items.item_id = per_pair.item_id
     left join item_length on item_length.item_id = per_pair.item_id
 ),
 
@@ -134,6 +139,8 @@ strengths as (
 
 final as (
     select
+        strengths.user_key,
+        strengths.item_key,
         strengths.user_id,
         strengths.item_id,
         strengths.count_plays,
@@ -151,6 +158,27 @@ final as (
     cross join model_params
 )
 
--- sorted by user: a lookup of one user reads only the row groups holding them
+-- sorted by user: a lookup of one user reads only the row group holding them
 select * from final
-order by user_id, item_id;
+order by user_key, item_key;
+
+-- user_keys: one row per user with events: their key, and whether any of
+-- their items has a strength above 0 (what personalised picks start from).
+-- The primary key's index makes the lookup by user_id that starts every
+-- recommendation cheap.
+create or replace table user_keys (
+    user_id varchar primary key,
+    user_key integer not null,
+    count_items bigint not null,
+    has_history boolean not null
+);
+
+insert into user_keys
+select
+    user_id,
+    user_key,
+    count(*) as count_items,
+    bool_or(strength > 0) as has_history
+from user_item_strength
+group by user_id, user_key
+order by user_key;

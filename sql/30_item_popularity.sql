@@ -9,7 +9,7 @@
 create or replace table item_popularity as
 with per_item as (
     select
-        item_id,
+        item_key,
         count(*) as viewers,
         sum(count_plays) as count_plays,
         sum(watch_seconds) as watch_seconds,
@@ -23,13 +23,16 @@ with per_item as (
         ) as score
     from user_item_strength
     cross join model_params
-    group by item_id
+    group by item_key
 ),
 
 final as (
     select
+        items.item_key,
         items.item_id,
-        -- the item's filter columns, copied so the serving queries need no join
+        -- what the serving queries show and filter on, copied so that
+        -- popular needs no join
+        items.title,
         items.content_type,
         items.genre,
         coalesce(per_item.viewers, 0) as viewers,
@@ -40,7 +43,7 @@ final as (
             order by coalesce(per_item.score, 0) desc, coalesce(per_item.viewers, 0) desc, items.item_id
         ) as popularity_rank
     from items
-    left join per_item on per_item.item_id = items.item_id
+    left join per_item on per_item.item_key = items.item_key
 )
 
 select * from final

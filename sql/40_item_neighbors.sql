@@ -1,5 +1,6 @@
--- item_neighbors: one row per item and one of its max_neighbors most similar
--- items, with the co-occurrence support (users who watched both) beside it.
+-- neighbor_lists: one row per item with its max_neighbors most similar items,
+-- each with the co-occurrence support (users who watched both); item_neighbors,
+-- at the end, shows them one row per pair.
 --
 -- An asymmetric cosine over user-weighted strengths. With s(u, i) the
 -- strength, n(u) how many items u watched, w(u, i) = s(u, i) / n(u)^gamma
@@ -16,36 +17,19 @@
 -- grows with the square of a history, and the latest part of a long history
 -- says the most about what goes together now. docs/evaluation.md has the measurements
 -- behind the defaults; docs/performance.md the cost.
-create or replace table item_neighbors as
-with item_keys as (
-    -- integer keys make the self-join below several times cheaper than text ids
+create or replace table neighbor_lists as
+with weighted as (
     select
-        item_id,
-        row_number() over (order by item_id) as item_key
-    from items
-),
-
-user_keys as (
-    select
-        user_id,
-        row_number() over (order by user_id) as user_key
-    from (select distinct user_id from user_item_strength) as watchers
-),
-
-weighted as (
-    select
-        user_keys.user_key,
-        item_keys.item_key,
+        user_item_strength.user_key,
+        user_item_strength.item_key,
         user_item_strength.strength
-            * power(count(*) over (partition by user_keys.user_key), -model_params.user_weight_gamma) as weight,
+            * power(count(*) over (partition by user_item_strength.user_key), -model_params.user_weight_gamma) as weight,
         row_number() over (
-            partition by user_keys.user_key
-            order by user_item_strength.last_watched_at desc, user_item_strength.strength desc, item_keys.item_key
+            partition by user_item_strength.user_key
+            order by user_item_strength.last_watched_at desc, user_item_strength.strength desc, user_item_strength.item_key
         ) as recency_rank
     from user_item_strength
     cross join model_params
-    join user_keys on user_keys.user_id = user_item_strength.user_id
-    join item_keys on item_keys.item_id = user_item_strength.item_id
     where user_item_strength.strength > 0
 ),
 
@@ -134,18 +118,43 @@ ranked as (
 ),
 
 final as (
+    -- one row per item, its neighbours best first: a recommendation looks up
+    -- a few items by key and reads each one's whole list in one row
     select
+        ranked.item_key,
         item.item_id,
-        neighbor.item_id as neighbor_id,
-        ranked.neighbor_rank,
-        ranked.similarity,
-        ranked.support
+        list(
+            struct_pack(
+                neighbor_key := ranked.neighbor_key,
+                neighbor_id := neighbor.item_id,
+                similarity := ranked.similarity,
+                support := ranked.support
+            )
+            order by ranked.neighbor_rank
+        ) as neighbors
     from ranked
     cross join model_params
-    join item_keys as item on item.item_key = ranked.item_key
-    join item_keys as neighbor on neighbor.item_key = ranked.neighbor_key
+    join items as item on item.item_key = ranked.item_key
+    join items as neighbor on neighbor.item_key = ranked.neighbor_key
     where ranked.neighbor_rank <= model_params.max_neighbors
+    group by ranked.item_key, item.item_id
 )
 
 select * from final
-order by item_id, neighbor_rank;
+order by item_key;
+
+create unique index neighbor_lists_by_key on neighbor_lists (item_key);
+
+-- item_neighbors: the same, one row per item and neighbour; what to query
+-- by hand and what the batch queries read.
+create or replace view item_neighbors as
+select
+    neighbor_lists.item_id,
+    entry.neighbor.neighbor_id,
+    entry.neighbor_rank,
+    entry.neighbor.similarity,
+    entry.neighbor.support,
+    neighbor_lists.item_key,
+    entry.neighbor.neighbor_key
+from neighbor_lists
+cross join unnest(neighbor_lists.neighbors) with ordinality as entry (neighbor, neighbor_rank);

@@ -26,46 +26,54 @@ create or replace macro matches_filters(genre, content_type, only_genre, only_co
     and (only_content_type is null or content_type = lower(only_content_type));
 
 -- popular: the top_k most popular items, optionally of one genre and/or
--- content type. One row per item, best first.
+-- content type. One row per item, best first. item_popularity carries every
+-- column shown, so this reads one table.
 create or replace macro popular(top_k := 10, only_genre := null, only_content_type := null) as table
 with top as (
     select
         item_popularity.item_id,
+        item_popularity.title,
+        item_popularity.content_type,
+        item_popularity.genre,
         item_popularity.score,
         item_popularity.viewers,
         item_popularity.popularity_rank
     from item_popularity
     where matches_filters(item_popularity.genre, item_popularity.content_type, only_genre, only_content_type)
+        -- ranks run 1, 2, 3, ... so without a filter the top k are ranks 1..k:
+        -- said outright, the scan reads a few rows instead of the catalogue
+        and (only_genre is not null or only_content_type is not null or item_popularity.popularity_rank <= top_k)
     order by item_popularity.popularity_rank
     limit top_k
 )
 
+-- rank is numbered after the limit: a window next to the limit would number
+-- every item first
 select
     row_number() over (order by top.popularity_rank) as rank,
-    items.item_id,
-    items.title,
-    items.content_type,
-    items.genre,
+    top.item_id,
+    top.title,
+    top.content_type,
+    top.genre,
     top.score,
     'popular' as source,
     popularity_reason(top.viewers) as reason
 from top
-join items on items.item_id = top.item_id
 order by rank;
 
 -- candidate_scores: one row per user and item the model could recommend to
 -- them (an item similar to something they watched), with its score:
 --   score(u, i) = sum over u's watched items w of strength(u, w) * cosine(w, i)
--- because_id is the watched item that contributed most: the reason shown.
--- A view, so a filter on user_id reaches the scan of user_item_strength.
+-- because_key is the watched item that contributed most: the reason shown.
+-- By key (join user_keys and items for the ids).
 create or replace view candidate_scores as
 with contributions as (
     select
-        user_item_strength.user_id,
-        item_neighbors.neighbor_id as item_id,
-        user_item_strength.item_id as because_id,
+        user_item_strength.user_key,
+        entry.neighbor.neighbor_key as item_key,
+        user_item_strength.item_key as because_key,
         user_item_strength.strength
-            * item_neighbors.similarity
+            * entry.neighbor.similarity
             * case
                 when model_params.user_half_life_days > 0
                     then power(0.5, user_item_strength.days_before_user_end / model_params.user_half_life_days)
@@ -73,26 +81,27 @@ with contributions as (
             end as contribution
     from user_item_strength
     cross join model_params
-    join item_neighbors on item_neighbors.item_id = user_item_strength.item_id
+    join neighbor_lists on neighbor_lists.item_key = user_item_strength.item_key
+    cross join unnest(neighbor_lists.neighbors) as entry (neighbor)
     where user_item_strength.strength > 0
 )
 
 select
-    user_id,
-    item_id,
+    user_key,
+    item_key,
     sum(contribution) as score,
-    max_by(because_id, contribution) as because_id,
+    max_by(because_key, contribution) as because_key,
     count(*) as count_because
 from contributions
-group by user_id, item_id;
+group by user_key, item_key;
 
 -- excluded_items: one row per user and item never to be recommended to them:
 -- watched heavily (completion >= heavy_threshold), or at all unless
--- resurface_light is set.
+-- resurface_light is set. By key.
 create or replace view excluded_items as
 select
-    user_item_strength.user_id,
-    user_item_strength.item_id
+    user_item_strength.user_key,
+    user_item_strength.item_key
 from user_item_strength
 cross join model_params
 where user_item_strength.is_heavy or not model_params.resurface_light;
@@ -103,88 +112,76 @@ where user_item_strength.is_heavy or not model_params.resurface_light;
 -- the list, marked 'popular'. Filters apply before the top k is taken.
 create or replace macro recommend_all(top_k := 10, only_genre := null, only_content_type := null) as table
 with eligible as (
-    select
-        items.item_id,
-        items.title,
-        items.content_type,
-        items.genre
-    from items
-    where matches_filters(items.genre, items.content_type, only_genre, only_content_type)
+    select item_popularity.item_key
+    from item_popularity
+    where matches_filters(item_popularity.genre, item_popularity.content_type, only_genre, only_content_type)
 ),
 
 personal_ranked as (
     select
-        candidate_scores.user_id,
-        candidate_scores.item_id,
+        candidate_scores.user_key,
+        candidate_scores.item_key,
         candidate_scores.score,
-        candidate_scores.because_id,
+        candidate_scores.because_key,
         candidate_scores.count_because,
         row_number() over (
-            partition by candidate_scores.user_id
-            order by candidate_scores.score desc, candidate_scores.item_id
+            partition by candidate_scores.user_key
+            order by candidate_scores.score desc, candidate_scores.item_key  -- item_key follows item_id order
         ) as order_in_source
     from candidate_scores
-    join eligible on eligible.item_id = candidate_scores.item_id
+    join eligible on eligible.item_key = candidate_scores.item_key
     anti join excluded_items
-        on excluded_items.user_id = candidate_scores.user_id
-        and excluded_items.item_id = candidate_scores.item_id
+        on excluded_items.user_key = candidate_scores.user_key
+        and excluded_items.item_key = candidate_scores.item_key
 ),
 
 personal as (
     select
-        personal_ranked.user_id,
-        personal_ranked.item_id,
+        personal_ranked.user_key,
+        personal_ranked.item_key,
         personal_ranked.score,
         'personalised' as source,
         similarity_reason(because.title, personal_ranked.count_because) as reason,
         1 as source_order,
         personal_ranked.order_in_source
     from personal_ranked
-    join items as because on because.item_id = personal_ranked.because_id
+    join items as because on because.item_key = personal_ranked.because_key
     where personal_ranked.order_in_source <= top_k
-),
-
-viewers as (
-    select
-        user_id,
-        count(*) as count_watched
-    from user_item_strength
-    group by user_id
 ),
 
 popular_ranked as (
     select
-        item_popularity.item_id,
+        item_popularity.item_key,
         item_popularity.score,
         item_popularity.viewers,
         row_number() over (order by item_popularity.popularity_rank) as position
     from item_popularity
-    join eligible on eligible.item_id = item_popularity.item_id
+    join eligible on eligible.item_key = item_popularity.item_key
 ),
 
 fill_ranked as (
-    -- a user can skip at most count_watched + top_k items of the popular list
+    -- a user can skip at most count_items + top_k items of the popular list
     -- (watched, or already picked): only that many are joined per user
     select
-        viewers.user_id,
-        popular_ranked.item_id,
+        user_keys.user_key,
+        popular_ranked.item_key,
         popular_ranked.score,
         popular_ranked.viewers,
-        row_number() over (partition by viewers.user_id order by popular_ranked.position) as order_in_source
-    from viewers
-    join popular_ranked on popular_ranked.position <= viewers.count_watched + 2 * top_k
+        row_number() over (partition by user_keys.user_key order by popular_ranked.position) as order_in_source
+    from user_keys
+    join popular_ranked on popular_ranked.position <= user_keys.count_items + 2 * top_k
     anti join excluded_items
-        on excluded_items.user_id = viewers.user_id
-        and excluded_items.item_id = popular_ranked.item_id
+        on excluded_items.user_key = user_keys.user_key
+        and excluded_items.item_key = popular_ranked.item_key
     anti join personal
-        on personal.user_id = viewers.user_id
-        and personal.item_id = popular_ranked.item_id
+        on personal.user_key = user_keys.user_key
+        and personal.item_key = popular_ranked.item_key
 ),
 
 fill as (
     select
-        user_id,
-        item_id,
+        user_key,
+        item_key,
         score,
         'popular' as source,
         popularity_reason(viewers) as reason,
@@ -204,79 +201,119 @@ ranked as (
     select
         combined.*,
         row_number() over (
-            partition by combined.user_id
+            partition by combined.user_key
             order by combined.source_order, combined.order_in_source
         ) as rank
     from combined
 )
 
 select
-    ranked.user_id,
+    user_keys.user_id,
     ranked.rank,
-    ranked.item_id,
-    eligible.title,
-    eligible.content_type,
-    eligible.genre,
+    items.item_id,
+    items.title,
+    items.content_type,
+    items.genre,
     ranked.score,
     ranked.source,
     ranked.reason
 from ranked
-join eligible on eligible.item_id = ranked.item_id
+join user_keys on user_keys.user_key = ranked.user_key
+join items on items.item_key = ranked.item_key
 where ranked.rank <= top_k;
 
 -- recommend: the top_k items for for_user, best first: recommend_all for one
--- user, written out again because a filter on user_id does not reach through
--- the window functions of recommend_all (one user would cost all users).
--- A user without events (unknown, or only in users.csv) gets the popular list
--- (the fill, with nothing excluded).
+-- user, written out again to read only that user's rows. Everything is
+-- looked up by integer key: the user's rows (user_item_strength is sorted by
+-- user_key), the neighbour lists of what they watched (one indexed row per
+-- item), then the few items shown. A user without events (unknown, or only
+-- in users.csv) gets the popular list (the fill, with nothing excluded).
 create or replace macro recommend(for_user, top_k := 10, only_genre := null, only_content_type := null) as table
-with excluded as (
-    select excluded_items.item_id
-    from excluded_items
-    where excluded_items.user_id = for_user
+with history as (
+    select
+        user_item_strength.item_key,
+        user_item_strength.strength,
+        user_item_strength.is_heavy,
+        user_item_strength.days_before_user_end
+    from user_item_strength
+    where user_item_strength.user_key = (select user_keys.user_key from user_keys where user_keys.user_id = for_user)
+),
+
+excluded as (
+    select history.item_key
+    from history
+    cross join model_params
+    where history.is_heavy or not model_params.resurface_light
+),
+
+contributions as (
+    select
+        entry.neighbor.neighbor_key as item_key,
+        history.item_key as because_key,
+        history.strength
+            * entry.neighbor.similarity
+            * case
+                when model_params.user_half_life_days > 0
+                    then power(0.5, history.days_before_user_end / model_params.user_half_life_days)
+                else 1.0
+            end as contribution
+    from history
+    cross join model_params
+    join neighbor_lists on neighbor_lists.item_key = history.item_key
+    cross join unnest(neighbor_lists.neighbors) as entry (neighbor)
+    where history.strength > 0
+),
+
+candidates as (
+    select
+        item_key,
+        sum(contribution) as score,
+        max_by(because_key, contribution) as because_key,
+        count(*) as count_because
+    from contributions
+    group by item_key
 ),
 
 personal as (
     select
-        candidate_scores.item_id,
-        candidate_scores.score,
-        candidate_scores.because_id,
-        candidate_scores.count_because
-    from candidate_scores
-    join item_popularity as item on item.item_id = candidate_scores.item_id
-    where candidate_scores.user_id = for_user
-        and matches_filters(item.genre, item.content_type, only_genre, only_content_type)
-        and candidate_scores.item_id not in (select excluded.item_id from excluded)
-    order by candidate_scores.score desc, candidate_scores.item_id
+        candidates.item_key,
+        candidates.score,
+        candidates.because_key,
+        candidates.count_because
+    from candidates
+    join item_popularity as item on item.item_key = candidates.item_key
+    where matches_filters(item.genre, item.content_type, only_genre, only_content_type)
+        and candidates.item_key not in (select excluded.item_key from excluded)
+    order by candidates.score desc, candidates.item_key  -- item_key follows item_id order
     limit top_k
 ),
 
 fill as (
     select
-        item_popularity.item_id,
+        item_popularity.item_key,
         item_popularity.score,
         item_popularity.viewers,
         item_popularity.popularity_rank
     from item_popularity
     where matches_filters(item_popularity.genre, item_popularity.content_type, only_genre, only_content_type)
-        and item_popularity.item_id not in (select excluded.item_id from excluded)
-        and item_popularity.item_id not in (select personal.item_id from personal)
+        and item_popularity.item_key not in (select excluded.item_key from excluded)
+        and item_popularity.item_key not in (select personal.item_key from personal)
     order by item_popularity.popularity_rank
     limit top_k
 ),
 
 combined as (
     select
-        personal.item_id,
+        personal.item_key,
         personal.score,
         'personalised' as source,
         similarity_reason(because.title, personal.count_because) as reason,
-        row_number() over (order by personal.score desc, personal.item_id) as rank
+        row_number() over (order by personal.score desc, personal.item_key) as rank
     from personal
-    join items as because on because.item_id = personal.because_id
+    join items as because on because.item_key = personal.because_key
     union all
     select
-        fill.item_id,
+        fill.item_key,
         fill.score,
         'popular' as source,
         popularity_reason(fill.viewers) as reason,
@@ -286,7 +323,7 @@ combined as (
 
 select
     combined.rank,
-    combined.item_id,
+    items.item_id,
     items.title,
     items.content_type,
     items.genre,
@@ -294,14 +331,14 @@ select
     combined.source,
     combined.reason
 from combined
-join items on items.item_id = combined.item_id
+join items on items.item_key = combined.item_key
 where combined.rank <= top_k
 order by combined.rank;
 
 -- user_history: what for_user watched, one row per item, latest first.
 create or replace macro user_history(for_user) as table
 select
-    user_item_strength.item_id,
+    items.item_id,
     items.title,
     items.content_type,
     items.genre,
@@ -312,9 +349,9 @@ select
     user_item_strength.strength,
     user_item_strength.last_watched_at
 from user_item_strength
-join items on items.item_id = user_item_strength.item_id
-where user_item_strength.user_id = for_user
-order by user_item_strength.last_watched_at desc, user_item_strength.item_id;
+join items on items.item_key = user_item_strength.item_key
+where user_item_strength.user_key = (select user_keys.user_key from user_keys where user_keys.user_id = for_user)
+order by user_item_strength.last_watched_at desc, items.item_id;
 
 -- similar_items: the top_k neighbours of to_item, most similar first.
 create or replace macro similar_items(to_item, top_k := 10) as table
