@@ -107,13 +107,22 @@ class Recommender:
     ) -> Recommendations:
         """The k items user_id should watch next, personalised first, then popular fill."""
         _check_k(k)
-        items = self._rows(
-            "select * from recommend($user_id, $k, only_genre := $genre, only_content_type := $content_type)",
-            {"user_id": user_id, "k": k, "genre": genre, "content_type": content_type},
-        )
+        known, has_history = self._user_state(user_id)
+        params = {"user_id": user_id, "k": k, "genre": genre, "content_type": content_type}
+        items = []
+        if has_history:
+            # most lists are full without the popular fill: the smaller query first
+            items = self._rows(
+                "select * from recommend_personal($user_id, $k, only_genre := $genre, only_content_type := $content_type)",
+                params,
+            )
+        if len(items) < k:
+            items = self._rows(
+                "select * from recommend($user_id, $k, only_genre := $genre, only_content_type := $content_type)",
+                params,
+            )
         if not items:
             self._check_filters(genre, content_type)
-        known, has_history = self._user_state(user_id)
         return Recommendations(items, fallback_used=not has_history, user_known=known)
 
     def history(self, user_id: str) -> list[dict]:

@@ -222,13 +222,14 @@ join user_keys on user_keys.user_key = ranked.user_key
 join items on items.item_key = ranked.item_key
 where ranked.rank <= top_k;
 
--- recommend: the top_k items for for_user, best first: recommend_all for one
--- user, written out again to read only that user's rows. Everything is
--- looked up by integer key: the user's rows (user_item_strength is sorted by
--- user_key), the neighbour lists of what they watched (one indexed row per
--- item), then the few items shown. A user without events (unknown, or only
--- in users.csv) gets the popular list (the fill, with nothing excluded).
-create or replace macro recommend(for_user, top_k := 10, only_genre := null, only_content_type := null) as table
+-- recommend_personal: the personalised part of recommend, for_user's best
+-- top_k candidates, best first. recommend, below, adds the popular fill; the
+-- app asks for this first and for the whole of recommend only when it comes
+-- back short, since most lists need no fill. It reads for_user's rows only,
+-- by integer key: their rows of user_item_strength (sorted by user_key), the
+-- neighbour lists of what they watched (one indexed row per item), then the
+-- few items shown (by item_key, indexed).
+create or replace macro recommend_personal(for_user, top_k := 10, only_genre := null, only_content_type := null) as table
 with history as (
     select
         user_item_strength.item_key,
@@ -274,7 +275,7 @@ candidates as (
     group by item_key
 ),
 
-personal as (
+picks as (
     select
         candidates.item_key,
         candidates.score,
@@ -286,52 +287,75 @@ personal as (
         and candidates.item_key not in (select excluded.item_key from excluded)
     order by candidates.score desc, candidates.item_key  -- item_key follows item_id order
     limit top_k
+)
+
+select
+    row_number() over (order by picks.score desc, picks.item_key) as rank,
+    items.item_id,
+    items.title,
+    items.content_type,
+    items.genre,
+    picks.score,
+    'personalised' as source,
+    similarity_reason(because.title, picks.count_because) as reason
+from picks
+join items on items.item_key = picks.item_key
+join items as because on because.item_key = picks.because_key
+order by rank;
+
+-- recommend: the top_k items for for_user, best first: recommend_all for one
+-- user, written out again to read only that user's rows. Personalised picks
+-- first; when fewer than top_k pass the filters, popular items (same filters,
+-- nothing for_user watched, marked 'popular') fill the list. A user without
+-- events (unknown, or only in users.csv) gets the popular list.
+create or replace macro recommend(for_user, top_k := 10, only_genre := null, only_content_type := null) as table
+with personal as (
+    select *
+    from recommend_personal(for_user, top_k, only_genre := only_genre, only_content_type := only_content_type)
+),
+
+excluded as (
+    select user_item_strength.item_key
+    from user_item_strength
+    cross join model_params
+    where user_item_strength.user_key = (select user_keys.user_key from user_keys where user_keys.user_id = for_user)
+        and (user_item_strength.is_heavy or not model_params.resurface_light)
 ),
 
 fill as (
     select
-        item_popularity.item_key,
+        item_popularity.item_id,
+        item_popularity.title,
+        item_popularity.content_type,
+        item_popularity.genre,
         item_popularity.score,
         item_popularity.viewers,
         item_popularity.popularity_rank
     from item_popularity
     where matches_filters(item_popularity.genre, item_popularity.content_type, only_genre, only_content_type)
         and item_popularity.item_key not in (select excluded.item_key from excluded)
-        and item_popularity.item_key not in (select personal.item_key from personal)
+        and item_popularity.item_id not in (select personal.item_id from personal)
     order by item_popularity.popularity_rank
     limit top_k
 ),
 
 combined as (
-    select
-        personal.item_key,
-        personal.score,
-        'personalised' as source,
-        similarity_reason(because.title, personal.count_because) as reason,
-        row_number() over (order by personal.score desc, personal.item_key) as rank
-    from personal
-    join items as because on because.item_key = personal.because_key
+    select * from personal
     union all
     select
-        fill.item_key,
+        (select count(*) from personal) + row_number() over (order by fill.popularity_rank) as rank,
+        fill.item_id,
+        fill.title,
+        fill.content_type,
+        fill.genre,
         fill.score,
         'popular' as source,
-        popularity_reason(fill.viewers) as reason,
-        (select count(*) from personal) + row_number() over (order by fill.popularity_rank) as rank
+        popularity_reason(fill.viewers) as reason
     from fill
 )
 
-select
-    combined.rank,
-    items.item_id,
-    items.title,
-    items.content_type,
-    items.genre,
-    combined.score,
-    combined.source,
-    combined.reason
+select *
 from combined
-join items on items.item_key = combined.item_key
 where combined.rank <= top_k
 order by combined.rank;
 

@@ -208,3 +208,14 @@ def test_recommend_all_equals_recommend_for_each_user(tmp_path, seed):
         ]
         assert [row[:2] + row[3:] for row in batch] == [row[:2] + row[3:] for row in single]
         assert [row[2] for row in batch] == pytest.approx([row[2] for row in single])
+        # the recommend macro (what the duckdb shell runs) gives the same lists
+        # as the app, which asks recommend_personal first
+        macro = [
+            (user[0], row[0], row[1], row[2])
+            for user in sorted(users)
+            for row in con.execute(
+                "select item_id, score, source from recommend($u, 4, only_genre := $g)", {"u": user[0], "g": genre}
+            ).fetchall()
+            if any(u == user[0] for u, *_ in events)
+        ]
+        assert [row[:2] + row[3:] for row in macro] == [row[:2] + row[3:] for row in single]
