@@ -314,12 +314,21 @@ with personal as (
     from recommend_personal(for_user, top_k, only_genre := only_genre, only_content_type := only_content_type)
 ),
 
-excluded as (
-    select user_item_strength.item_key
+history as (
+    -- the user filter on its own: beside the exclusion rule's OR it would not
+    -- reach the scan, and every user's rows would be read
+    select
+        user_item_strength.item_key,
+        user_item_strength.is_heavy
     from user_item_strength
-    cross join model_params
     where user_item_strength.user_key = (select user_keys.user_key from user_keys where user_keys.user_id = for_user)
-        and (user_item_strength.is_heavy or not model_params.resurface_light)
+),
+
+excluded as (
+    select history.item_key
+    from history
+    cross join model_params
+    where history.is_heavy or not model_params.resurface_light
 ),
 
 fill as (
