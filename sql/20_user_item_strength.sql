@@ -128,11 +128,7 @@ strengths as (
             when 'seconds' then with_views.watch_seconds
             when 'log_seconds' then ln(1 + with_views.watch_seconds)
         end as base_strength,
-        case
-            when model_params.half_life_days > 0
-                then power(0.5, with_views.days_before_end / model_params.half_life_days)
-            else 1.0
-        end as recency_weight
+        half_life_weight(with_views.days_before_end, model_params.half_life_days) as recency_weight
     from with_views
     cross join model_params
 ),

@@ -15,11 +15,7 @@ with per_item as (
         sum(watch_seconds) as watch_seconds,
         sum(
             user_item_strength.base_strength
-            * case
-                when model_params.trending_half_life_days > 0
-                    then power(0.5, user_item_strength.days_before_end / model_params.trending_half_life_days)
-                else 1.0
-            end
+            * half_life_weight(user_item_strength.days_before_end, model_params.trending_half_life_days)
         ) as score
     from user_item_strength
     cross join model_params

@@ -4,46 +4,57 @@
 -- (Table macros are DuckDB's; on another engine each is one parameterised
 -- query.) Filters are applied before the top-k is taken.
 
--- popularity_reason: the reason shown for an item picked for its popularity.
-create or replace macro popularity_reason(viewers) as
-    case
-        when viewers = 0 then 'in the catalogue, not watched yet'
-        when viewers = 1 then 'popular on the platform (1 viewer)'
-        else 'popular on the platform (' || viewers || ' viewers)'
-    end;
+-- user_key_of: for_user's integer key (null when they have no events). Every
+-- per-user query starts here: the primary key of user_keys makes it a lookup.
+create or replace macro user_key_of(for_user) as
+    (select user_keys.user_key from user_keys where user_keys.user_id = for_user);
 
--- similarity_reason: the reason shown for a personalised pick.
-create or replace macro similarity_reason(because_title, count_because) as
-    case
-        when count_because = 1 then 'similar to ' || because_title || ', which you watched'
-        else 'similar to ' || because_title || ' and ' || (count_because - 1) || ' more you watched'
-    end;
+-- user_rows: for_user's rows of user_item_strength, by key (the table is
+-- sorted by user_key, so only their row group is read). The user filter
+-- stands on its own: combined with an OR (the exclusion rule) it would not
+-- reach the scan, and every user's rows would be read.
+create or replace macro user_rows(for_user) as table
+select
+    user_item_strength.item_key,
+    user_item_strength.strength,
+    user_item_strength.is_heavy,
+    user_item_strength.days_before_user_end
+from user_item_strength
+where user_item_strength.user_key = user_key_of(for_user);
 
--- matches_filters: whether an item of this genre and content type passes the
--- optional filters (null = any; compared lower-case, as the tables store them).
-create or replace macro matches_filters(genre, content_type, only_genre, only_content_type) as
-    (only_genre is null or genre = lower(only_genre))
-    and (only_content_type is null or content_type = lower(only_content_type));
+-- user_excluded: the items never to be recommended back to for_user.
+create or replace macro user_excluded(for_user) as table
+select history.item_key
+from user_rows(for_user) as history
+cross join model_params
+where is_excluded(history.is_heavy, model_params.resurface_light);
+
+-- popular_eligible: the catalogue in popularity order, only items passing
+-- the filters: what the popular list and every popular fill draw from.
+create or replace macro popular_eligible(only_genre, only_content_type) as table
+select
+    item_popularity.item_key,
+    item_popularity.item_id,
+    item_popularity.title,
+    item_popularity.content_type,
+    item_popularity.genre,
+    item_popularity.score,
+    item_popularity.viewers,
+    item_popularity.popularity_rank
+from item_popularity
+where matches_filters(item_popularity.genre, item_popularity.content_type, only_genre, only_content_type);
 
 -- popular: the top_k most popular items, optionally of one genre and/or
 -- content type. One row per item, best first. item_popularity carries every
 -- column shown, so this reads one table.
 create or replace macro popular(top_k := 10, only_genre := null, only_content_type := null) as table
 with top as (
-    select
-        item_popularity.item_id,
-        item_popularity.title,
-        item_popularity.content_type,
-        item_popularity.genre,
-        item_popularity.score,
-        item_popularity.viewers,
-        item_popularity.popularity_rank
-    from item_popularity
-    where matches_filters(item_popularity.genre, item_popularity.content_type, only_genre, only_content_type)
-        -- ranks run 1, 2, 3, ... so without a filter the top k are ranks 1..k:
-        -- said outright, the scan reads a few rows instead of the catalogue
-        and (only_genre is not null or only_content_type is not null or item_popularity.popularity_rank <= top_k)
-    order by item_popularity.popularity_rank
+    select eligible.*
+    from popular_eligible(only_genre, only_content_type) as eligible
+    -- ranks run 1, 2, 3, ... so without a filter the top k are ranks 1..k:
+    -- said outright, the scan reads a few rows instead of the catalogue
+    where only_genre is not null or only_content_type is not null or eligible.popularity_rank <= top_k
+    order by eligible.popularity_rank
     limit top_k
 )
 
@@ -63,22 +74,22 @@ order by rank;
 
 -- candidate_scores: one row per user and item the model could recommend to
 -- them (an item similar to something they watched), with its score:
---   score(u, i) = sum over u's watched items w of strength(u, w) * cosine(w, i)
+--   score(u, i) = sum over u's watched items w of contribution(u, w -> i)
 -- because_key is the watched item that contributed most: the reason shown.
--- By key (join user_keys and items for the ids).
+-- By key (join user_keys and items for the ids). For every user at once;
+-- recommend_personal has the one-user plan of the same sum.
 create or replace view candidate_scores as
 with contributions as (
     select
         user_item_strength.user_key,
         entry.neighbor.neighbor_key as item_key,
         user_item_strength.item_key as because_key,
-        user_item_strength.strength
-            * entry.neighbor.similarity
-            * case
-                when model_params.user_half_life_days > 0
-                    then power(0.5, user_item_strength.days_before_user_end / model_params.user_half_life_days)
-                else 1.0
-            end as contribution
+        contribution(
+            user_item_strength.strength,
+            entry.neighbor.similarity,
+            user_item_strength.days_before_user_end,
+            model_params.user_half_life_days
+        ) as contribution
     from user_item_strength
     cross join model_params
     join neighbor_lists on neighbor_lists.item_key = user_item_strength.item_key
@@ -95,26 +106,28 @@ select
 from contributions
 group by user_key, item_key;
 
--- excluded_items: one row per user and item never to be recommended to them:
--- watched heavily (completion >= heavy_threshold), or at all unless
--- resurface_light is set. By key.
+-- excluded_items: one row per user and item never to be recommended to them
+-- (is_excluded). By key; every user at once, as user_excluded is for one.
 create or replace view excluded_items as
 select
     user_item_strength.user_key,
     user_item_strength.item_key
 from user_item_strength
 cross join model_params
-where user_item_strength.is_heavy or not model_params.resurface_light;
+where is_excluded(user_item_strength.is_heavy, model_params.resurface_light);
 
 -- recommend_all: the top_k items for every user with events; one row per
 -- user and rank. Personalised candidates come first; when fewer than top_k
 -- remain after the filters and exclusions, popular items (same filters) fill
--- the list, marked 'popular'. Filters apply before the top k is taken.
+-- the list, marked 'popular'. Filters apply before the top k is taken. It
+-- answers what recommend answers, for every user in one plan (batch export
+-- and evaluation); a test checks the two agree.
 create or replace macro recommend_all(top_k := 10, only_genre := null, only_content_type := null) as table
 with eligible as (
-    select item_popularity.item_key
-    from item_popularity
-    where matches_filters(item_popularity.genre, item_popularity.content_type, only_genre, only_content_type)
+    select
+        popular_items.*,
+        row_number() over (order by popular_items.popularity_rank) as position
+    from popular_eligible(only_genre, only_content_type) as popular_items
 ),
 
 personal_ranked as (
@@ -129,7 +142,7 @@ personal_ranked as (
             order by candidate_scores.score desc, candidate_scores.item_key  -- item_key follows item_id order
         ) as order_in_source
     from candidate_scores
-    join eligible on eligible.item_key = candidate_scores.item_key
+    semi join eligible on eligible.item_key = candidate_scores.item_key
     anti join excluded_items
         on excluded_items.user_key = candidate_scores.user_key
         and excluded_items.item_key = candidate_scores.item_key
@@ -149,33 +162,23 @@ personal as (
     where personal_ranked.order_in_source <= top_k
 ),
 
-popular_ranked as (
-    select
-        item_popularity.item_key,
-        item_popularity.score,
-        item_popularity.viewers,
-        row_number() over (order by item_popularity.popularity_rank) as position
-    from item_popularity
-    join eligible on eligible.item_key = item_popularity.item_key
-),
-
 fill_ranked as (
     -- a user can skip at most count_items + top_k items of the popular list
     -- (watched, or already picked): only that many are joined per user
     select
         user_keys.user_key,
-        popular_ranked.item_key,
-        popular_ranked.score,
-        popular_ranked.viewers,
-        row_number() over (partition by user_keys.user_key order by popular_ranked.position) as order_in_source
+        eligible.item_key,
+        eligible.score,
+        eligible.viewers,
+        row_number() over (partition by user_keys.user_key order by eligible.position) as order_in_source
     from user_keys
-    join popular_ranked on popular_ranked.position <= user_keys.count_items + 2 * top_k
+    join eligible on eligible.position <= user_keys.count_items + 2 * top_k
     anti join excluded_items
         on excluded_items.user_key = user_keys.user_key
-        and excluded_items.item_key = popular_ranked.item_key
+        and excluded_items.item_key = eligible.item_key
     anti join personal
         on personal.user_key = user_keys.user_key
-        and personal.item_key = popular_ranked.item_key
+        and personal.item_key = eligible.item_key
 ),
 
 fill as (
@@ -225,41 +228,27 @@ where ranked.rank <= top_k;
 -- recommend_personal: the personalised part of recommend, for_user's best
 -- top_k candidates, best first. recommend, below, adds the popular fill; the
 -- app asks for this first and for the whole of recommend only when it comes
--- back short, since most lists need no fill. It reads for_user's rows only,
--- by integer key: their rows of user_item_strength (sorted by user_key), the
--- neighbour lists of what they watched (one indexed row per item), then the
--- few items shown (by item_key, indexed). It writes out the contributions of
--- candidate_scores again: a user filter on that view does not reach its scan
--- (at 10M, seconds per user instead of milliseconds).
+-- back short, since most lists need no fill. It reads for_user's rows only:
+-- their rows of user_item_strength, the neighbour lists of what they
+-- watched (one indexed row per item), then the few items shown. It is the
+-- sum of candidate_scores for one user, as its own plan: a user filter on
+-- that view does not reach its scan (at 10M, seconds per user instead of
+-- milliseconds).
 create or replace macro recommend_personal(for_user, top_k := 10, only_genre := null, only_content_type := null) as table
 with history as (
-    select
-        user_item_strength.item_key,
-        user_item_strength.strength,
-        user_item_strength.is_heavy,
-        user_item_strength.days_before_user_end
-    from user_item_strength
-    where user_item_strength.user_key = (select user_keys.user_key from user_keys where user_keys.user_id = for_user)
-),
-
-excluded as (
-    select history.item_key
-    from history
-    cross join model_params
-    where history.is_heavy or not model_params.resurface_light
+    select * from user_rows(for_user)
 ),
 
 contributions as (
     select
         entry.neighbor.neighbor_key as item_key,
         history.item_key as because_key,
-        history.strength
-            * entry.neighbor.similarity
-            * case
-                when model_params.user_half_life_days > 0
-                    then power(0.5, history.days_before_user_end / model_params.user_half_life_days)
-                else 1.0
-            end as contribution
+        contribution(
+            history.strength,
+            entry.neighbor.similarity,
+            history.days_before_user_end,
+            model_params.user_half_life_days
+        ) as contribution
     from history
     cross join model_params
     join neighbor_lists on neighbor_lists.item_key = history.item_key
@@ -286,7 +275,7 @@ picks as (
     from candidates
     join item_popularity as item on item.item_key = candidates.item_key
     where matches_filters(item.genre, item.content_type, only_genre, only_content_type)
-        and candidates.item_key not in (select excluded.item_key from excluded)
+        and candidates.item_key not in (select item_key from user_excluded(for_user))
     order by candidates.score desc, candidates.item_key  -- item_key follows item_id order
     limit top_k
 )
@@ -305,48 +294,24 @@ join items on items.item_key = picks.item_key
 join items as because on because.item_key = picks.because_key
 order by rank;
 
--- recommend: the top_k items for for_user, best first: recommend_all for one
--- user, written out again to read only that user's rows. Personalised picks
--- first; when fewer than top_k pass the filters, popular items (same filters,
--- nothing for_user watched, marked 'popular') fill the list. A user without
--- events (unknown, or only in users.csv) gets the popular list.
+-- recommend: the top_k items for for_user, best first: what recommend_all
+-- gives for_user, as a one-user plan that reads only their rows.
+-- Personalised picks first; when fewer than top_k pass the filters, popular
+-- items (same filters, nothing for_user watched, marked 'popular') fill the
+-- list. A user without events (unknown, or only in users.csv) gets the
+-- popular list.
 create or replace macro recommend(for_user, top_k := 10, only_genre := null, only_content_type := null) as table
 with personal as (
     select *
     from recommend_personal(for_user, top_k, only_genre := only_genre, only_content_type := only_content_type)
 ),
 
-history as (
-    -- the user filter on its own: beside the exclusion rule's OR it would not
-    -- reach the scan, and every user's rows would be read
-    select
-        user_item_strength.item_key,
-        user_item_strength.is_heavy
-    from user_item_strength
-    where user_item_strength.user_key = (select user_keys.user_key from user_keys where user_keys.user_id = for_user)
-),
-
-excluded as (
-    select history.item_key
-    from history
-    cross join model_params
-    where history.is_heavy or not model_params.resurface_light
-),
-
 fill as (
-    select
-        item_popularity.item_id,
-        item_popularity.title,
-        item_popularity.content_type,
-        item_popularity.genre,
-        item_popularity.score,
-        item_popularity.viewers,
-        item_popularity.popularity_rank
-    from item_popularity
-    where matches_filters(item_popularity.genre, item_popularity.content_type, only_genre, only_content_type)
-        and item_popularity.item_key not in (select excluded.item_key from excluded)
-        and item_popularity.item_id not in (select personal.item_id from personal)
-    order by item_popularity.popularity_rank
+    select eligible.*
+    from popular_eligible(only_genre, only_content_type) as eligible
+    where eligible.item_key not in (select item_key from user_excluded(for_user))
+        and eligible.item_id not in (select personal.item_id from personal)
+    order by eligible.popularity_rank
     limit top_k
 ),
 
@@ -370,6 +335,32 @@ from combined
 where combined.rank <= top_k
 order by combined.rank;
 
+-- recommend_many: the top_k for each of user_ids (a list; null = every user
+-- in users.csv or with events), one row per user and rank, ordered by user
+-- and rank. A user without events gets the popular list. What export writes.
+create or replace macro recommend_many(user_ids, top_k := 10) as table
+with wanted as (
+    select unnest(user_ids) as user_id where user_ids is not null
+    union
+    select user_id from users where user_ids is null
+    union
+    select user_id from user_keys where user_ids is null
+),
+
+picks as (
+    select all_picks.*
+    from recommend_all(top_k) as all_picks
+    semi join wanted on wanted.user_id = all_picks.user_id
+    union all
+    select wanted.user_id, popular_picks.*
+    from wanted
+    anti join user_keys on user_keys.user_id = wanted.user_id
+    cross join popular(top_k) as popular_picks
+)
+
+select * from picks
+order by user_id, rank;
+
 -- user_history: what for_user watched, one row per item, latest first.
 create or replace macro user_history(for_user) as table
 select
@@ -385,7 +376,7 @@ select
     user_item_strength.last_watched_at
 from user_item_strength
 join items on items.item_key = user_item_strength.item_key
-where user_item_strength.user_key = (select user_keys.user_key from user_keys where user_keys.user_id = for_user)
+where user_item_strength.user_key = user_key_of(for_user)
 order by user_item_strength.last_watched_at desc, items.item_id;
 
 -- similar_items: the top_k neighbours of to_item, most similar first.
@@ -399,9 +390,7 @@ select
     item_neighbors.similarity as score,
     item_neighbors.support,
     'similar' as source,
-    'watched by ' || item_neighbors.support
-        || case when item_neighbors.support = 1 then ' viewer' else ' viewers' end
-        || ' who also watched ' || source_item.title as reason
+    neighbor_reason(item_neighbors.support, source_item.title) as reason
 from item_neighbors
 join items on items.item_id = item_neighbors.neighbor_id
 join items as source_item on source_item.item_id = item_neighbors.item_id

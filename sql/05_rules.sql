@@ -1,0 +1,50 @@
+-- The model's rules, each defined once as a scalar macro and used by every
+-- later layer. They read no table (a DuckDB macro binds its tables when it
+-- is created), so they are stored before any data is loaded. Rules that read
+-- a model table (a user's key, the eligible popular list) open
+-- sql/50_serving.sql.
+
+-- half_life_weight: 1 for something days_ago = 0, halving every half_life_days;
+-- half_life_days = 0 turns decay off (always 1).
+create or replace macro half_life_weight(days_ago, half_life_days) as
+    case
+        when half_life_days > 0 then power(0.5, days_ago / half_life_days)
+        else 1.0
+    end;
+
+-- is_excluded: whether a watched item is never recommended back to its
+-- viewer: watched heavily, or watched at all unless resurface_light is set.
+create or replace macro is_excluded(is_heavy, resurface_light) as
+    is_heavy or not resurface_light;
+
+-- contribution: what one watched item adds to a candidate's score:
+--   strength(u, w) x similarity(w -> i) x recency of w in u's history
+create or replace macro contribution(strength, similarity, days_before_user_end, user_half_life_days) as
+    strength * similarity * half_life_weight(days_before_user_end, user_half_life_days);
+
+-- matches_filters: whether an item of this genre and content type passes the
+-- optional filters (null = any; compared lower-case, as the tables store them).
+create or replace macro matches_filters(genre, content_type, only_genre, only_content_type) as
+    (only_genre is null or genre = lower(only_genre))
+    and (only_content_type is null or content_type = lower(only_content_type));
+
+-- popularity_reason: the reason shown for an item picked for its popularity.
+create or replace macro popularity_reason(viewers) as
+    case
+        when viewers = 0 then 'in the catalogue, not watched yet'
+        when viewers = 1 then 'popular on the platform (1 viewer)'
+        else 'popular on the platform (' || viewers || ' viewers)'
+    end;
+
+-- similarity_reason: the reason shown for a personalised pick.
+create or replace macro similarity_reason(because_title, count_because) as
+    case
+        when count_because = 1 then 'similar to ' || because_title || ', which you watched'
+        else 'similar to ' || because_title || ' and ' || (count_because - 1) || ' more you watched'
+    end;
+
+-- neighbor_reason: the reason shown for an item similar to another.
+create or replace macro neighbor_reason(support, source_title) as
+    'watched by ' || support
+        || case when support = 1 then ' viewer' else ' viewers' end
+        || ' who also watched ' || source_title;
