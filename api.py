@@ -19,17 +19,15 @@ in the response) for anything unexpected. See docs/api.md.
 from __future__ import annotations
 
 import logging
-import math
 import os
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
 from typing import Annotated, Any, AsyncIterator, Optional
 
-from fastapi import FastAPI, Path as PathParam, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Path as PathParam, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -50,79 +48,17 @@ ALLOWED = {
     "content_type": "a content type of the catalogue: tv, movie, series or microdrama (case-insensitive; empty means any)",
 }
 
-
-# --- response shapes ----------------------------------------------------------
-
-
-class Item(BaseModel):
-    """One recommended or popular item."""
-
-    rank: int = Field(description="1 = best.")
-    item_id: str
-    title: str
-    content_type: str
-    genre: str
-    score: Optional[float] = Field(description="Popularity, or the personalised score; higher is better.")
-    reason: str = Field(description="Why the item was picked, for display.")
-    source: str = Field(description="'personalised' or 'popular'.")
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "rank": 1, "item_id": "i2", "title": "Family Show B", "content_type": "tv",
-                    "genre": "family", "score": 1.841541, "reason": "popular on the platform (2 viewers)",
-                    "source": "popular",
-                }
-            ]
-        }
-    )
+# Engine errors as HTTP answers, most specific first: (status, error code).
+ERROR_STATUS: list[tuple[type[engine.RecsError], int, str]] = [
+    (engine.UnknownUser, 404, "unknown_user"),
+    (engine.UnknownItem, 404, "unknown_item"),
+    (engine.UnknownFilter, 422, "invalid_parameter"),
+    (engine.BadArgument, 422, "invalid_parameter"),
+    (engine.RecsError, 503, "unavailable"),  # DatabaseMissing, DatabaseLocked, ...: cannot answer now
+]
 
 
-class SimilarItem(Item):
-    """One neighbour of an item: cosine similarity over watch strength, with its support."""
-
-    support: int = Field(description="Users who watched both items.")
-
-
-class PopularResponse(BaseModel):
-    k: int
-    items: list[Item]
-
-
-class RecommendationsResponse(BaseModel):
-    user_id: str
-    k: int
-    items: list[Item]
-    fallback_used: bool = Field(
-        description="True when nothing could be personalised (unknown user, or no usable history): "
-        "the items are the popular list."
-    )
-    user_known: bool = Field(description="True when the user is in users.csv or has events.")
-
-
-class HistoryEntry(BaseModel):
-    item_id: str
-    title: str
-    content_type: str
-    genre: str
-    count_plays: int
-    watch_seconds: float
-    completion: float = Field(description="Share of the item watched, 0..1 (summed over sessions).")
-    is_heavy: bool = Field(description="Watched heavily: never recommended back.")
-    strength: float = Field(description="The interaction strength the model uses.")
-    last_watched_at: datetime = Field(description="UTC.")
-
-
-class HistoryResponse(BaseModel):
-    user_id: str
-    items: list[HistoryEntry]
-
-
-class SimilarResponse(BaseModel):
-    item_id: str
-    k: int
-    items: list[SimilarItem]
+# --- response shapes: the engine's own results (engine/results.py) ----------------
 
 
 class HealthResponse(BaseModel):
@@ -133,7 +69,10 @@ class HealthResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    error: str = Field(description="A stable code: not_found, invalid_parameter, unavailable, internal_error.")
+    error: str = Field(
+        description="A stable code: not_found, unknown_user, unknown_item, invalid_parameter, unavailable, "
+        "internal_error."
+    )
     message: str = Field(description="One line for a human: what was wrong and what is allowed.")
 
 
@@ -141,22 +80,65 @@ class ValidationErrorResponse(ErrorResponse):
     details: list[dict[str, Any]] = Field(description="FastAPI's per-parameter errors.")
 
 
-# --- examples for the OpenAPI docs (the tiny example data of the tests) --------
+# --- examples for the OpenAPI docs, all in one place (the tests' tiny data) --------
 
-EXAMPLE_ITEMS = [
-    {
-        "rank": 1, "item_id": "i2", "title": "Family Show B", "content_type": "tv", "genre": "family",
-        "score": 1.841541, "reason": "popular on the platform (2 viewers)", "source": "popular",
+EXAMPLES = {
+    "health": {
+        "status": "ok", "built_at": "2026-11-26T12:05:47+00:00",
+        "rows": {"users": 3, "items": 4, "events": 5}, "duckdb_version": "1.5.6",
     },
-    {
-        "rank": 2, "item_id": "i1", "title": "Drama Series A", "content_type": "series", "genre": "drama",
-        "score": 1.647528, "reason": "popular on the platform (2 viewers)", "source": "popular",
+    "popular": {
+        "k": 2,
+        "items": [
+            {
+                "rank": 1, "item_id": "i2", "title": "Family Show B", "content_type": "tv", "genre": "family",
+                "score": 1.841541, "reason": "popular on the platform (2 viewers)", "source": "popular",
+            },
+            {
+                "rank": 2, "item_id": "i1", "title": "Drama Series A", "content_type": "series", "genre": "drama",
+                "score": 1.647528, "reason": "popular on the platform (2 viewers)", "source": "popular",
+            },
+        ],
     },
-]
+    "recommendations": {
+        "user_id": "u1", "k": 2, "fallback_used": False, "user_known": True,
+        "items": [
+            {
+                "rank": 1, "item_id": "i3", "title": "Action Movie C", "content_type": "movie",
+                "genre": "action", "score": 0.640172,
+                "reason": "similar to Family Show B, which you watched", "source": "personalised",
+            },
+            {
+                "rank": 2, "item_id": "i4", "title": "Romance Micro D", "content_type": "microdrama",
+                "genre": "romance", "score": 0.0, "reason": "in the catalogue, not watched yet", "source": "popular",
+            },
+        ],
+    },
+    "history": {
+        "user_id": "u1",
+        "items": [
+            {
+                "item_id": "i2", "title": "Family Show B", "content_type": "tv", "genre": "family",
+                "count_plays": 1, "watch_seconds": 900.0, "completion": 0.769231,
+                "is_heavy": False, "strength": 0.823122, "last_watched_at": "2024-01-02T10:00:00Z",
+            }
+        ],
+    },
+    "similar": {
+        "item_id": "i2", "k": 1,
+        "items": [
+            {
+                "rank": 1, "item_id": "i1", "title": "Drama Series A", "content_type": "series",
+                "genre": "drama", "score": 0.625484, "reason": "watched by 1 viewer who also watched Family Show B",
+                "source": "similar", "support": 1,
+            }
+        ],
+    },
+}
 
 
-def _json_example(example: dict, description: str = "") -> dict:
-    return {"description": description, "content": {"application/json": {"example": example}}}
+def _ok(name: str) -> dict:
+    return {"content": {"application/json": {"example": EXAMPLES[name]}}}
 
 
 def _error_example(error: str, message: str) -> dict:
@@ -164,7 +146,7 @@ def _error_example(error: str, message: str) -> dict:
     example = {"error": error, "message": message}
     if model is ValidationErrorResponse:
         example["details"] = []
-    return {"model": model, **_json_example(example, message)}
+    return {"model": model, "description": message, "content": {"application/json": {"example": example}}}
 
 
 BAD_K = _error_example(
@@ -173,6 +155,8 @@ BAD_K = _error_example(
 BAD_FILTER = _error_example(
     "invalid_parameter", "no item has genre 'western'; known: action, drama, family, romance"
 )
+UNKNOWN_USER = _error_example("unknown_user", "user 'nobody' is not known: not in users.csv and no events")
+UNKNOWN_ITEM = _error_example("unknown_item", "item 'i999' is not in the catalogue")
 UNAVAILABLE = _error_example("unavailable", "recs.db does not exist; run 'python cli.py build'")
 
 K_QUERY = Query(
@@ -193,6 +177,129 @@ CONTENT_TYPE_QUERY = Query(
         "series": {"summary": "series only", "value": "series"},
     },
 )
+USER_QUERY = Query(
+    min_length=1, description=f"The user: {ALLOWED['user_id']}.",
+    openapi_examples={
+        "known": {"summary": "a user with history", "value": "u1"},
+        "unknown": {"summary": "an unknown user (falls back to popular)", "value": "nobody"},
+    },
+)
+
+
+# --- the routes: each calls the engine once and prints its result's to_dict() --------
+
+router = APIRouter()
+
+
+def get_recommender(request: Request) -> engine.Recommender:
+    """The app's one Recommender (made in the lifespan handler)."""
+    return request.app.state.recommender
+
+
+RecommenderDep = Annotated[engine.Recommender, Depends(get_recommender)]
+
+
+def _blank_to_none(value: Optional[str]) -> Optional[str]:
+    """An empty filter (`?genre=`) means no filter, as an HTML form sends it."""
+    return value if value else None
+
+
+def _answer(result) -> JSONResponse:
+    """An engine result as the response body, exactly as `python cli.py ... --json` prints it."""
+    return JSONResponse(result.to_dict())
+
+
+@router.get(
+    "/health",
+    response_model=HealthResponse,
+    summary="Is the service up, and on which data?",
+    description="Opens the database and reads `build_info` and the row counts. "
+    "200 with `status: ok` when it answers, 503 otherwise.",
+    responses={200: _ok("health"), 503: UNAVAILABLE},
+    tags=["service"],
+)
+def health(recommender: RecommenderDep) -> dict:
+    rows = recommender.info()
+    return {
+        "status": "ok",
+        "built_at": rows["built_at"],
+        "duckdb_version": rows["duckdb_version"],
+        "rows": {name: rows[name] for name in ("users", "items", "events")},
+    }
+
+
+@router.get(
+    "/popular",
+    response_model=engine.PopularList,
+    summary="The most popular items",
+    description="The k most popular items, best first, optionally of one genre and/or content type. "
+    "Popularity is the sum of every viewer's watch strength (full views, log-damped).",
+    responses={200: _ok("popular"), 422: BAD_FILTER},
+    tags=["recommendations"],
+)
+def popular(
+    recommender: RecommenderDep,
+    k: Annotated[int, K_QUERY] = 10,
+    genre: Annotated[Optional[str], GENRE_QUERY] = None,
+    content_type: Annotated[Optional[str], CONTENT_TYPE_QUERY] = None,
+) -> JSONResponse:
+    return _answer(recommender.popular(k, _blank_to_none(genre), _blank_to_none(content_type)))
+
+
+@router.get(
+    "/recommendations",
+    response_model=engine.Recommendations,
+    summary="What a user should watch next",
+    description="Personalised picks first (each with the watched item that contributed most as its "
+    "reason), then popular items within the same filters when fewer than k remain. Items the user "
+    "already watched are not recommended back. An unknown user, or one with no usable history, gets "
+    "the popular list with `fallback_used: true` (still 200).",
+    responses={200: _ok("recommendations"), 422: BAD_K},
+    tags=["recommendations"],
+)
+def recommendations(
+    recommender: RecommenderDep,
+    user_id: Annotated[str, USER_QUERY],
+    k: Annotated[int, K_QUERY] = 10,
+    genre: Annotated[Optional[str], GENRE_QUERY] = None,
+    content_type: Annotated[Optional[str], CONTENT_TYPE_QUERY] = None,
+) -> JSONResponse:
+    return _answer(recommender.recommend(user_id, k, _blank_to_none(genre), _blank_to_none(content_type)))
+
+
+@router.get(
+    "/users/{user_id}/history",
+    response_model=engine.History,
+    summary="What a user has watched",
+    description="One row per item the user watched, latest first: plays, seconds, completion, "
+    "whether it counts as heavily watched, and its strength. 404 for a user that is neither in "
+    "users.csv nor in the events; a listed user without events gets an empty list.",
+    responses={200: _ok("history"), 404: UNKNOWN_USER},
+    tags=["explanations"],
+)
+def history(
+    recommender: RecommenderDep,
+    user_id: Annotated[str, PathParam(description="The user, e.g. u1.", openapi_examples={"u1": {"value": "u1"}})],
+) -> JSONResponse:
+    return _answer(recommender.history(user_id))
+
+
+@router.get(
+    "/items/{item_id}/similar",
+    response_model=engine.SimilarItems,
+    summary="Items most similar to one item",
+    description="The k nearest neighbours of an item by similarity over users' watch strength, with "
+    "their support (users who watched both). 404 for an item not in the catalogue; an item nobody "
+    "else's viewers watched gets an empty list.",
+    responses={200: _ok("similar"), 404: UNKNOWN_ITEM, 422: BAD_K},
+    tags=["explanations"],
+)
+def similar(
+    recommender: RecommenderDep,
+    item_id: Annotated[str, PathParam(description="The item, e.g. i1.", openapi_examples={"i2": {"value": "i2"}})],
+    k: Annotated[int, K_QUERY] = 10,
+) -> JSONResponse:
+    return _answer(recommender.similar(item_id, k))
 
 
 # --- the app --------------------------------------------------------------------
@@ -201,7 +308,7 @@ DESCRIPTION = """
 What to watch next on a streaming platform, from watch history, in SQL (DuckDB).
 
 * **/popular**: the most popular items (sum of every viewer's watch strength).
-* **/recommendations**: a user's next watch, personalised by item-item cosine
+* **/recommendations**: a user's next watch, personalised by item-item
   similarity, filled with popular items when fewer than k remain; an unknown
   or history-less user gets popular items with `fallback_used: true`.
 * **/users/{user_id}/history**, **/items/{item_id}/similar**: what is behind a pick.
@@ -217,256 +324,34 @@ the server picks the new file up without a restart or a failed request.
 def create_app(
     db: str | os.PathLike | None = None,
     data_dir: str | os.PathLike | None = None,
+    recommender: engine.Recommender | None = None,
 ) -> FastAPI:
     """The API on the given paths (else $RECS_DB / $RECS_DATA_DIR, else ./recs.db and ./data).
 
-    The paths are resolved when the app starts (its lifespan), which also
-    builds recs.db if it is missing or stale.
+    With recommender given (python cli.py serve, which has built recs.db
+    already) the app serves it; otherwise the app's startup (its lifespan)
+    resolves the paths and builds recs.db if it is missing or stale.
     """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db_path, folder = config.db_path(db), config.data_dir(data_dir)
-        # Building can take a while on big data: keep the event loop free meanwhile.
-        recommender = await run_in_threadpool(engine.Recommender, db_path, folder)
-        if recommender.build_report is not None:
-            log.info("built %s in %.1f s", recommender.db, recommender.build_report.seconds)
-        app.state.recommender = recommender
+        serving = recommender
+        if serving is None:
+            # Building can take a while on big data: keep the event loop free meanwhile.
+            serving = await run_in_threadpool(engine.Recommender, config.db_path(db), config.data_dir(data_dir))
+            if serving.build_report is not None:
+                log.info("built %s in %.1f s", serving.db, serving.build_report.seconds)
+        app.state.recommender = serving
         try:
             yield
         finally:
-            recommender.close()
+            serving.close()
 
-    app = FastAPI(
-        title="recs: what to watch next",
-        description=DESCRIPTION,
-        version="1.0.0",
-        lifespan=lifespan,
-    )
+    app = FastAPI(title="recs: what to watch next", description=DESCRIPTION, version="1.0.0", lifespan=lifespan)
     app.state.internal_errors = 0  # how often the catch-all 500 handler ran (tests assert 0)
     _add_error_handlers(app)
-    _add_routes(app)
+    app.include_router(router)
     return app
-
-
-def recommender_of(request: Request) -> engine.Recommender:
-    return request.app.state.recommender
-
-
-def _blank_to_none(value: Optional[str]) -> Optional[str]:
-    """An empty filter (`?genre=`) means no filter, as an HTML form sends it."""
-    return value if value else None
-
-
-class NotFound(Exception):
-    """An id in the path names no user or item: 404."""
-
-    def __init__(self, error: str, message: str):
-        super().__init__(message)
-        self.error, self.message = error, message
-
-
-def _add_routes(app: FastAPI) -> None:
-    @app.get(
-        "/health",
-        response_model=HealthResponse,
-        summary="Is the service up, and on which data?",
-        description="Opens the database and reads `build_info` and the row counts. "
-        "200 with `status: ok` when it answers, 503 otherwise.",
-        responses={
-            200: _json_example(
-                {
-                    "status": "ok", "built_at": "2026-11-26T12:05:47+00:00",
-                    "rows": {"users": 3, "items": 4, "events": 5}, "duckdb_version": "1.5.6",
-                }
-            ),
-            503: UNAVAILABLE,
-        },
-        tags=["service"],
-    )
-    def health(request: Request) -> dict:
-        info = database_info(recommender_of(request))
-        return {"status": "ok", **info}
-
-    @app.get(
-        "/popular",
-        response_model=PopularResponse,
-        summary="The most popular items",
-        description="The k most popular items, best first, optionally of one genre and/or content type. "
-        "Popularity is the sum of every viewer's watch strength (full views, log-damped).",
-        responses={200: _json_example({"k": 2, "items": EXAMPLE_ITEMS}), 422: BAD_FILTER},
-        tags=["recommendations"],
-    )
-    def popular(
-        request: Request,
-        k: Annotated[int, K_QUERY] = 10,
-        genre: Annotated[Optional[str], GENRE_QUERY] = None,
-        content_type: Annotated[Optional[str], CONTENT_TYPE_QUERY] = None,
-    ) -> dict:
-        items = recommender_of(request).popular(k, _blank_to_none(genre), _blank_to_none(content_type))
-        return {"k": k, "items": api_items(items)}
-
-    @app.get(
-        "/recommendations",
-        response_model=RecommendationsResponse,
-        summary="What a user should watch next",
-        description="Personalised picks first (each with the watched item that contributed most as its "
-        "reason), then popular items within the same filters when fewer than k remain. Items the user "
-        "already watched are not recommended back. An unknown user, or one with no usable history, gets "
-        "the popular list with `fallback_used: true` (still 200).",
-        responses={
-            200: _json_example(
-                {
-                    "user_id": "u1", "k": 2, "fallback_used": False, "user_known": True,
-                    "items": [
-                        {
-                            "rank": 1, "item_id": "i3", "title": "Action Movie C", "content_type": "movie",
-                            "genre": "action", "score": 0.640172,
-                            "reason": "similar to Family Show B, which you watched", "source": "personalised",
-                        },
-                        {
-                            "rank": 2, "item_id": "i4", "title": "Romance Micro D",
-                            "content_type": "microdrama", "genre": "romance", "score": 0.0,
-                            "reason": "in the catalogue, not watched yet", "source": "popular",
-                        },
-                    ],
-                }
-            ),
-            422: BAD_K,
-        },
-        tags=["recommendations"],
-    )
-    def recommendations(
-        request: Request,
-        user_id: Annotated[
-            str,
-            Query(
-                min_length=1, description=f"The user: {ALLOWED['user_id']}.",
-                openapi_examples={
-                    "known": {"summary": "a user with history", "value": "u1"},
-                    "unknown": {"summary": "an unknown user (falls back to popular)", "value": "nobody"},
-                },
-            ),
-        ],
-        k: Annotated[int, K_QUERY] = 10,
-        genre: Annotated[Optional[str], GENRE_QUERY] = None,
-        content_type: Annotated[Optional[str], CONTENT_TYPE_QUERY] = None,
-    ) -> dict:
-        recs = recommender_of(request).recommend(
-            user_id, k, _blank_to_none(genre), _blank_to_none(content_type)
-        )
-        return {
-            "user_id": user_id,
-            "k": k,
-            "items": api_items(recs),
-            "fallback_used": recs.fallback_used,
-            "user_known": recs.user_known,
-        }
-
-    @app.get(
-        "/users/{user_id}/history",
-        response_model=HistoryResponse,
-        summary="What a user has watched",
-        description="One row per item the user watched, latest first: plays, seconds, completion, "
-        "whether it counts as heavily watched, and its strength. 404 for a user that is neither in "
-        "users.csv nor in the events; a listed user without events gets an empty list.",
-        responses={
-            200: _json_example(
-                {
-                    "user_id": "u1",
-                    "items": [
-                        {
-                            "item_id": "i2", "title": "Family Show B", "content_type": "tv", "genre": "family",
-                            "count_plays": 1, "watch_seconds": 900.0, "completion": 0.769231,
-                            "is_heavy": False, "strength": 0.823122, "last_watched_at": "2024-01-02T10:00:00Z",
-                        }
-                    ],
-                }
-            ),
-            404: _error_example("unknown_user", "user 'nobody' is not known: not in users.csv and no events"),
-        },
-        tags=["explanations"],
-    )
-    def history(
-        request: Request,
-        user_id: Annotated[
-            str, PathParam(description="The user, e.g. u1.", openapi_examples={"u1": {"value": "u1"}})
-        ],
-    ) -> dict:
-        recommender = recommender_of(request)
-        if not recommender.user_known(user_id):
-            raise NotFound("unknown_user", f"user {user_id!r} is not known: not in users.csv and no events")
-        rows = recommender.history(user_id)
-        for row in rows:
-            row["last_watched_at"] = _utc(row["last_watched_at"])
-        return {"user_id": user_id, "items": rows}
-
-    @app.get(
-        "/items/{item_id}/similar",
-        response_model=SimilarResponse,
-        summary="Items most similar to one item",
-        description="The k nearest neighbours of an item by cosine similarity over users' watch "
-        "strength, with their support (users who watched both). 404 for an item not in the catalogue; "
-        "an item nobody else's viewers watched gets an empty list.",
-        responses={
-            200: _json_example(
-                {
-                    "item_id": "i2", "k": 1,
-                    "items": [
-                        {
-                            "rank": 1, "item_id": "i1", "title": "Drama Series A", "content_type": "series",
-                            "genre": "drama", "score": 0.625484, "support": 1, "source": "similar",
-                            "reason": "watched by 1 viewer who also watched Family Show B",
-                        }
-                    ],
-                }
-            ),
-            404: _error_example("unknown_item", "item 'i999' is not in the catalogue"),
-            422: BAD_K,
-        },
-        tags=["explanations"],
-    )
-    def similar(
-        request: Request,
-        item_id: Annotated[
-            str, PathParam(description="The item, e.g. i1.", openapi_examples={"i2": {"value": "i2"}})
-        ],
-        k: Annotated[int, K_QUERY] = 10,
-    ) -> dict:
-        try:
-            items = recommender_of(request).similar(item_id, k)
-        except engine.UnknownValue as error:
-            raise NotFound("unknown_item", str(error)) from None
-        return {"item_id": item_id, "k": k, "items": api_items(items, extra=("support",))}
-
-
-ITEM_KEYS = ("rank", "item_id", "title", "content_type", "genre", "score", "reason", "source")
-
-
-def api_items(items: list[dict], extra: tuple[str, ...] = ()) -> list[dict]:
-    """Items as the API shapes them: the CLI's JSON keys plus rank; scores rounded to 6 places."""
-    shaped = []
-    for item in items:
-        row = {key: item[key] for key in ITEM_KEYS + extra}
-        score = row["score"]
-        row["score"] = round(score, 6) if score is not None and math.isfinite(score) else None
-        shaped.append(row)
-    return shaped
-
-
-def _utc(value: datetime) -> datetime:
-    """The engine's timestamps are naive UTC: say so, so JSON carries the offset."""
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
-
-
-def database_info(recommender: engine.Recommender) -> dict:
-    """built_at and row counts, for /health."""
-    rows = recommender.info()
-    return {
-        "built_at": rows["built_at"],
-        "duckdb_version": rows["duckdb_version"],
-        "rows": {name: rows[name] for name in ("users", "items", "events")},
-    }
 
 
 # --- errors: always JSON, never a stack trace ----------------------------------------
@@ -501,24 +386,12 @@ def _add_error_handlers(app: FastAPI) -> None:
         ]
         return _error(422, "invalid_parameter", _validation_message(errors), details=jsonable_encoder(details))
 
-    @app.exception_handler(NotFound)
-    async def not_found(request: Request, exc: NotFound) -> JSONResponse:
-        return _error(404, exc.error, exc.message)
-
-    @app.exception_handler(engine.UnknownValue)
-    async def unknown_value(request: Request, exc: engine.UnknownValue) -> JSONResponse:
-        # A filter naming a genre or content type no item has; the message lists the known ones.
-        return _error(422, "invalid_parameter", str(exc))
-
-    @app.exception_handler(engine.BadArgument)
-    async def bad_argument(request: Request, exc: engine.BadArgument) -> JSONResponse:
-        return _error(422, "invalid_parameter", str(exc))
-
     @app.exception_handler(engine.RecsError)
-    async def unavailable(request: Request, exc: engine.RecsError) -> JSONResponse:
-        # DatabaseMissing, DatabaseLocked, ...: the database cannot answer right now.
-        log.warning("%s %s: %s", request.method, request.url.path, exc)
-        return _error(503, "unavailable", str(exc))
+    async def engine_error(request: Request, exc: engine.RecsError) -> JSONResponse:
+        status, code = next((status, code) for kind, status, code in ERROR_STATUS if isinstance(exc, kind))
+        if status >= 500:
+            log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return _error(status, code, str(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -540,24 +413,11 @@ def _add_error_handlers(app: FastAPI) -> None:
 # --- running it -----------------------------------------------------------------------
 
 
-def serve(
-    db: str | os.PathLike | None = None,
-    data_dir: str | os.PathLike | None = None,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    log_level: str = "info",
-) -> None:
-    """Build recs.db if needed, then serve the API with uvicorn until interrupted.
-
-    Raises engine.RecsError (e.g. DataFileError) when the database cannot be built.
-    """
+def serve(recommender: engine.Recommender, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+    """Serve the API over an open (already built) Recommender with uvicorn until interrupted."""
     import uvicorn
 
-    db_path, folder = config.db_path(db), config.data_dir(data_dir)
-    report = engine.ensure_built(db_path, folder, engine.ModelParams())
-    if report is not None:
-        log.info("built %s in %.1f s", db_path, report.seconds)
-    uvicorn.run(create_app(db_path, folder), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_app(recommender=recommender), host=host, port=port, log_level=log_level)
 
 
 app = create_app()

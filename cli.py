@@ -10,22 +10,15 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
-# DuckDB imports pandas at the first parameterised query when it is installed,
-# which costs a one-shot command about a quarter of a second; nothing here
-# uses pandas, so this process tells Python it is absent.
-sys.modules.setdefault("pandas", None)
+import typer
+from rich.console import Console
+from rich.table import Table
 
-import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-import engine  # noqa: E402
-from engine import config  # noqa: E402
-from engine.build import Progress as BuildProgress  # noqa: E402
+import engine
+from engine import config
 
 app = typer.Typer(
     help="Recommend what to watch next, from watch-history CSVs, with a reason for each pick.",
@@ -86,7 +79,7 @@ def reported_errors() -> Iterator[None]:
 
 
 @contextmanager
-def build_display() -> Iterator[BuildProgress]:
+def build_display() -> Iterator[engine.Progress]:
     """A progress callback: a spinner naming the step on an interactive stderr, else plain lines."""
     if err.is_terminal:
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -115,35 +108,22 @@ def open_recommender() -> engine.Recommender:
 
 
 def print_json(payload: dict) -> None:
-    # Plain stdout: a Rich console would wrap long lines when piped.
-    sys.stdout.write(json.dumps(payload, default=_json_default, ensure_ascii=False) + "\n")
+    """One line of JSON on plain stdout: a Rich console would wrap long lines when piped."""
+    sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
 
 
-def _json_default(value: object) -> str:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(type(value).__name__)
-
-
-def item_table(items: list[dict], reason: bool = True) -> Table:
+def item_table(items: list[engine.Pick], reason: bool = True) -> Table:
     table = Table()
     for column in ("rank", "item_id", "title", "content_type", "genre", "score"):
         table.add_column(column, justify="right" if column in ("rank", "score") else "left")
     if reason:
         table.add_column("reason")
     for item in items:
-        cells = [str(item["rank"]), item["item_id"], item["title"], item["content_type"], item["genre"]]
-        cells.append(f"{item['score']:.3f}")
+        cells = [str(item.rank), item.item_id, item.title, item.content_type, item.genre, f"{item.score:.3f}"]
         if reason:
-            cells.append(item["reason"])
+            cells.append(item.reason)
         table.add_row(*cells)
     return table
-
-
-def api_items(items: list[dict]) -> list[dict]:
-    """Items as the JSON API shapes them."""
-    keys = ("item_id", "title", "content_type", "genre", "score", "reason", "source")
-    return [{key: (round(item[key], 6) if key == "score" else item[key]) for key in keys} for item in items]
 
 
 def filter_note(genre: Optional[str], content_type: Optional[str]) -> str:
@@ -159,14 +139,15 @@ def popular(k: K = 10, genre: GENRE = None, content_type: CONTENT_TYPE = None, a
     Example: python cli.py popular --k 5
     """
     with reported_errors():
-        items = open_recommender().popular(k, genre, content_type)
+        answer = open_recommender().popular(k, genre, content_type)
     if as_json:
-        print_json({"k": k, "items": api_items(items)})
+        print_json(answer.to_dict())
         return
+    items = answer.items
     if not items:
         out.print("No items to show: the catalogue is empty" + filter_note(genre, content_type) + ".")
         return
-    if all(item["score"] == 0 for item in items):
+    if all(item.score == 0 for item in items):
         out.print("No one has watched anything yet: items are listed in catalogue order.")
     out.print(f"Top {k} Popular Items{filter_note(genre, content_type)}:")
     out.print(item_table(items, reason=False))
@@ -185,14 +166,15 @@ def recommend(
     Example: python cli.py recommend --user_id u1 --k 5 --genre drama
     """
     with reported_errors():
-        items = open_recommender().recommend(user_id, k, genre, content_type)
+        answer = open_recommender().recommend(user_id, k, genre, content_type)
     if as_json:
-        print_json({"user_id": user_id, "k": k, "items": api_items(items), "fallback_used": items.fallback_used})
+        print_json(answer.to_dict())
         return
-    if items.fallback_used:
-        why = "has no watch history" if items.user_known else "is not a known user"
+    items = answer.items
+    if answer.fallback_used:
+        why = "has no watch history" if answer.user_known else "is not a known user"
         err.print(f"Note: {user_id} {why}; showing popular items instead.")
-    elif any(item["source"] == "popular" for item in items):
+    elif any(item.source == "popular" for item in items):
         err.print("Note: fewer personalised picks than asked for; the rest are popular items.")
     if not items:
         out.print(f"Nothing left to recommend to {user_id}{filter_note(genre, content_type)}.")
@@ -208,24 +190,24 @@ def history(user_id: USER_ID, as_json: JSON = False) -> None:
     Example: python cli.py history --user_id u1
     """
     with reported_errors():
-        rows = open_recommender().history(user_id)
+        answer = open_recommender().history(user_id)
     if as_json:
-        print_json({"user_id": user_id, "items": rows})
+        print_json(answer.to_dict())
         return
     out.print(f"Watch history of user {user_id}:")
     table = Table()
     for column in ("item_id", "title", "content_type", "genre", "plays", "seconds", "completion", "last watched"):
         table.add_column(column, justify="right" if column in ("plays", "seconds", "completion") else "left")
-    for row in rows:
+    for row in answer.items:
         table.add_row(
-            row["item_id"],
-            row["title"],
-            row["content_type"],
-            row["genre"],
-            str(row["count_plays"]),
-            f"{row['watch_seconds']:.0f}",
-            f"{row['completion']:.0%}" + (" (heavy)" if row["is_heavy"] else ""),
-            f"{row['last_watched_at']:%Y-%m-%d %H:%M}",
+            row.item_id,
+            row.title,
+            row.content_type,
+            row.genre,
+            str(row.count_plays),
+            f"{row.watch_seconds:.0f}",
+            f"{row.completion:.0%}" + (" (heavy)" if row.is_heavy else ""),
+            f"{row.last_watched_at:%Y-%m-%d %H:%M}",
         )
     out.print(table)
 
@@ -241,10 +223,11 @@ def similar(
     Example: python cli.py similar --item_id i1 --k 5
     """
     with reported_errors():
-        items = open_recommender().similar(item_id, k)
+        answer = open_recommender().similar(item_id, k)
     if as_json:
-        print_json({"item_id": item_id, "k": k, "items": [dict(item) for item in items]})
+        print_json(answer.to_dict())
         return
+    items = answer.items
     if not items:
         out.print(f"No item shares a viewer with {item_id}.")
         return
@@ -254,8 +237,8 @@ def similar(
         table.add_column(column, justify="right" if column in ("rank", "similarity", "support") else "left")
     for item in items:
         table.add_row(
-            str(item["rank"]), item["item_id"], item["title"], item["content_type"], item["genre"],
-            f"{item['score']:.3f}", str(item["support"]),
+            str(item.rank), item.item_id, item.title, item.content_type, item.genre,
+            f"{item.score:.3f}", str(item.support),
         )
     out.print(table)
 
@@ -342,8 +325,8 @@ def serve(
     import api  # FastAPI and uvicorn are needed by this command only
 
     with reported_errors():
-        open_recommender()  # builds recs.db when missing or stale, with the usual progress and summary
-        api.serve(state.db, state.data_dir, host, port)
+        recommender = open_recommender()  # builds recs.db when missing or stale, with the usual progress
+        api.serve(recommender, host, port)
 
 
 @app.command()
@@ -387,4 +370,9 @@ def build() -> None:
 
 
 if __name__ == "__main__":
+    # DuckDB imports pandas at the first parameterised query when it is
+    # installed, which costs a one-shot command about a quarter of a second;
+    # nothing here uses pandas, so this process tells Python it is absent.
+    # Only here: a process that imports cli (a test run) keeps its pandas.
+    sys.modules.setdefault("pandas", None)
     app()

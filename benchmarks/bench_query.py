@@ -69,7 +69,7 @@ def median_of(reps: list[dict]) -> dict:
 
 def built_at(recommender) -> str | None:
     try:
-        row = recommender._cursor().execute("select value from build_info where key = 'built_at'").fetchone()
+        row = recommender.database.cursor().execute("select value from build_info where key = 'built_at'").fetchone()
         return row[0] if row else None
     except Exception:  # noqa: BLE001 - a figure to show, never a reason to stop
         return None
@@ -77,7 +77,7 @@ def built_at(recommender) -> str | None:
 
 def pick_users(recommender, count: int, seed: int) -> tuple[list[str], list[str], list[str], list[str]]:
     """(sample, heaviest, unknown, warm-up users): the sample includes the heaviest and the unknown ones."""
-    cursor = recommender._cursor()
+    cursor = recommender.database.cursor()
     heaviest = [row[0] for row in cursor.execute(
         f"""
         select user_id from user_item_strength group by user_id
@@ -242,9 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     built = recommender.build_report is not None
     if built:
         print(f"built {db} in {recommender.build_report.seconds:.1f} s", file=sys.stderr)
-    threads = recommender._cursor().execute("select current_setting('threads')").fetchone()[0]
+    threads = recommender.database.cursor().execute("select current_setting('threads')").fetchone()[0]
     users, heaviest, unknown, warmup = pick_users(recommender, args.users, args.seed)
-    heaviest_rows = recommender._cursor().execute(
+    heaviest_rows = recommender.database.cursor().execute(
         "select max(n) from (select count(*) as n from user_item_strength group by user_id)"
     ).fetchone()[0]
 

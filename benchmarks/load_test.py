@@ -108,7 +108,10 @@ class Server:
     def __init__(self, db: Path, data_dir: Path, log_path: Path):
         self.port = free_port()
         self.log_path = log_path
-        code = "import sys, api; api.serve(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), log_level='warning')"
+        code = (
+            "import sys, api, engine; "
+            "api.serve(engine.Recommender(sys.argv[1], sys.argv[2]), sys.argv[3], int(sys.argv[4]), log_level='warning')"
+        )
         self.log = log_path.open("w")
         self.process = subprocess.Popen(
             [sys.executable, "-c", code, str(db), str(data_dir), HOST, str(self.port)],

@@ -4,16 +4,17 @@ The model lives in sql/; this package loads the CSVs, runs the SQL files in
 order into recs.db, and answers questions with the named queries stored there.
 
     >>> from engine import recommend_popular, recommend_for_user
-    >>> recommend_popular(k=5)                 # list of dicts, best first
-    >>> recs = recommend_for_user("u1", k=5)   # list of dicts ...
-    >>> recs.fallback_used                     # ... that says if it fell back to popular
+    >>> recommend_popular(k=5).items           # Picks, best first
+    >>> recs = recommend_for_user("u1", k=5)
+    >>> recs.items[0].reason, recs.fallback_used
+    >>> recs.to_dict()                         # what --json and the web API print
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 
-from .build import BuildReport, build, ensure_built
+from .build import BuildReport, Progress, build, ensure_built
 from .config import ModelParams
 from .evaluate import evaluate
 from .errors import (
@@ -23,9 +24,13 @@ from .errors import (
     DatabaseMissing,
     DataFileError,
     RecsError,
+    UnknownFilter,
+    UnknownItem,
+    UnknownUser,
     UnknownValue,
 )
-from .recommend import Recommendations, Recommender
+from .recommend import Recommender
+from .results import History, HistoryEntry, Pick, PopularList, Recommendations, SimilarItems
 
 
 @lru_cache(maxsize=1)
@@ -34,8 +39,8 @@ def _default() -> Recommender:
     return Recommender()
 
 
-def recommend_popular(k: int = 10) -> list[dict]:
-    """The k most popular items: dicts with item_id, title, score, reason, source."""
+def recommend_popular(k: int = 10) -> PopularList:
+    """The k most popular items: Picks with item_id, title, score, reason, source."""
     return _default().popular(k)
 
 
@@ -51,10 +56,19 @@ __all__ = [
     "DataFileError",
     "DatabaseLocked",
     "DatabaseMissing",
+    "History",
+    "HistoryEntry",
     "ModelParams",
+    "Pick",
+    "PopularList",
+    "Progress",
     "Recommendations",
     "Recommender",
     "RecsError",
+    "SimilarItems",
+    "UnknownFilter",
+    "UnknownItem",
+    "UnknownUser",
     "UnknownValue",
     "build",
     "ensure_built",

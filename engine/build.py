@@ -23,9 +23,9 @@ from typing import Callable, Iterator
 
 import duckdb
 
-from . import config, load, sqlfiles
+from . import load, sqlfiles
 from .config import ModelParams
-from .errors import DatabaseLocked
+from .db import configure, open_read_only
 
 Progress = Callable[[str], None]
 """Called with the name of each build step as it starts."""
@@ -83,36 +83,6 @@ def built_fingerprint(db: Path) -> str | None:
         con.close()
 
 
-def open_read_only(db: Path, threads: int | None = 1) -> duckdb.DuckDBPyConnection:
-    """A private in-memory instance with db attached read-only as catalog 'recs'.
-
-    One thread by default: a single recommendation is a small query that runs
-    faster without parallel scheduling, and concurrent requests spread over
-    the cores on their own. Batch work passes threads=None (one per core).
-    """
-    con = duckdb.connect()
-    if threads:
-        con.execute(f"set threads = {int(threads)}")
-    try:
-        # A path cannot be a bound parameter of ATTACH; quotes are doubled.
-        con.execute(f"attach '{_quoted(db)}' as recs (read_only)")
-    except duckdb.IOException as error:
-        con.close()
-        if "lock" in str(error).lower():
-            raise DatabaseLocked(locked_message(db, error)) from None
-        raise
-    return con
-
-
-def locked_message(db: Path, error: Exception) -> str:
-    """One line for a database another process holds open for writing."""
-    holder = str(error).split("Conflicting lock is held in", 1)[-1].strip().splitlines()[0]
-    return (
-        f"{db.resolve()} is locked for writing by another process ({holder}); close that "
-        f"program (a 'duckdb {db.name}' shell takes this lock: use 'duckdb -readonly {db.name}')"
-    )
-
-
 @contextmanager
 def build_lock(db: Path) -> Iterator[None]:
     """Hold an exclusive lock on <db>.lock while building; waits for a running build."""
@@ -145,22 +115,6 @@ def build(
     load.data_files(folder)
     with build_lock(db):
         return _build_unlocked(db, folder, params, progress)
-
-
-def configure(con: duckdb.DuckDBPyConnection, spill_to: Path) -> None:
-    """Threads and memory limit from the environment; spill past the limit into spill_to."""
-    con.execute(f"set temp_directory = '{_quoted(spill_to)}'")
-    limit = config.memory_limit()
-    if limit:
-        con.execute(f"set memory_limit = '{limit}'")  # validated by config.memory_limit
-    count = config.threads()
-    if count:
-        con.execute(f"set threads = {count}")
-
-
-def _quoted(path: Path) -> str:
-    """A path inside a SQL string literal (settings take no bound parameters)."""
-    return str(path).replace("'", "''")
 
 
 def load_into(con: duckdb.DuckDBPyConnection, folder: Path, progress: Progress | None = None) -> None:

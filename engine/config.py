@@ -7,9 +7,10 @@ table model_params at build time, where the SQL reads them.
 
 from __future__ import annotations
 
+import math
 import os
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .errors import BadArgument
@@ -52,38 +53,85 @@ def threads() -> int | None:
     return int(value)
 
 
+def _param(default, help: str, low=None, high=None, choices=None):
+    """A model parameter: its default, one line of help, and what values it accepts."""
+    return field(default=default, metadata={"help": help, "low": low, "high": high, "choices": choices})
+
+
+STRENGTH_FORMULAS = ("log_views", "views", "binary", "seconds", "log_seconds")
+
+
 @dataclass(frozen=True)
 class ModelParams:
-    """Parameters of the model, read by sql/20-50 from the table model_params."""
+    """Parameters of the model, read by sql/20-50 from the table model_params.
 
-    heavy_threshold: float = 0.8
-    """completion at or above which an item counts as heavily watched."""
-    min_plays_for_length: int = 5
-    """plays an item needs before its own plays set its estimated length."""
-    max_full_views: float = 4.0
-    """full views beyond which more watching adds no strength."""
-    half_life_days: float = 0.0
-    """strength halves every this many days before the data's end; 0 = off."""
-    strength_formula: str = "log_views"
-    """log_views (the model), or views, binary, seconds, log_seconds (for comparison)."""
-    similarity_alpha: float = 0.6
-    """asymmetric cosine exponent; 0.5 is plain cosine, higher leans to broadly watched neighbours."""
-    user_weight_gamma: float = 0.5
-    """each user's part in item similarity is divided by their history length to this power."""
-    popularity_beta: float = 0.0
-    """similarity to a neighbour is divided by its viewers to this power."""
-    trending_half_life_days: float = 0.0
-    """popularity counts a view half as much every this many days before the data's end; 0 = off."""
-    user_half_life_days: float = 0.0
-    """when scoring, a watched item counts half as much every this many days before the user's latest; 0 = off."""
-    max_neighbors: int = 20
-    """neighbours kept per item in item_neighbors."""
-    similarity_history_cap: int = 200
-    """only each user's this many most recent items enter item similarity; 0 = all."""
-    min_support: int = 1
-    """users who must have watched both items of a similar pair."""
-    resurface_light: bool = False
-    """recommend again items the user watched only lightly (below heavy_threshold)."""
+    Each value is checked on construction: a wrong type, a value out of range
+    or an unknown choice raises BadArgument naming the parameter and what it
+    accepts. ModelParams.from_dict also refuses unknown names.
+    """
+
+    heavy_threshold: float = _param(0.8, "completion at or above which an item counts as heavily watched", 0, 1)
+    min_plays_for_length: int = _param(5, "plays an item needs before its own plays set its estimated length", 1)
+    max_full_views: float = _param(4.0, "full views beyond which more watching adds no strength", 0.01)
+    half_life_days: float = _param(0.0, "strength halves every this many days before the data's end; 0 = off", 0)
+    strength_formula: str = _param("log_views", "how seconds become strength", choices=STRENGTH_FORMULAS)
+    similarity_alpha: float = _param(
+        0.6, "asymmetric cosine exponent; 0.5 is plain cosine, higher leans to broadly watched neighbours", 0, 1
+    )
+    user_weight_gamma: float = _param(
+        0.5, "each user's part in item similarity is divided by their history length to this power", 0, 2
+    )
+    popularity_beta: float = _param(0.0, "similarity to a neighbour is divided by its viewers to this power", 0, 2)
+    trending_half_life_days: float = _param(
+        0.0, "popularity counts a view half as much every this many days before the data's end; 0 = off", 0
+    )
+    user_half_life_days: float = _param(
+        0.0, "when scoring, a watched item counts half as much every this many days before the user's latest; 0 = off", 0
+    )
+    max_neighbors: int = _param(20, "neighbours kept per item in item_neighbors", 0, 1000)
+    similarity_history_cap: int = _param(
+        200, "only each user's this many most recent items enter item similarity; 0 = all", 0
+    )
+    min_support: int = _param(1, "users who must have watched both items of a similar pair", 1)
+    resurface_light: bool = _param(False, "recommend again items the user watched only lightly (below heavy_threshold)")
+
+    def __post_init__(self) -> None:
+        for spec in fields(self):
+            # frozen: the checked value (an int given for a float becomes a float) is set directly
+            object.__setattr__(self, spec.name, _checked(spec, getattr(self, spec.name)))
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ModelParams":
+        """Parameters from a mapping (stored or user-given); unknown names are refused."""
+        known = {spec.name for spec in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise BadArgument(
+                f"unknown model parameter {unknown[0]!r}; known: {', '.join(sorted(known))}"
+            )
+        return cls(**values)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def _checked(spec, value):
+    """value, as the parameter's type; BadArgument unless it suits the parameter described by spec."""
+    meta, kind = spec.metadata, type(spec.default)
+    name = spec.name
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise BadArgument(f"model parameter {name} must be {_KIND_NAMES[kind]}, not {value!r}")
+    if kind is float and not math.isfinite(value):
+        raise BadArgument(f"model parameter {name} must be a finite number, not {value!r}")
+    if meta["choices"] is not None and value not in meta["choices"]:
+        raise BadArgument(f"model parameter {name} must be one of {', '.join(meta['choices'])}, not {value!r}")
+    low, high = meta["low"], meta["high"]
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise BadArgument(f"model parameter {name} must be {bounds}, not {value!r}")
+    return value
+
+
+_KIND_NAMES = {float: "a number", int: "a whole number", str: "text", bool: "true or false"}

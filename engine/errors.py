@@ -18,7 +18,19 @@ class DatabaseMissing(RecsError):
 
 
 class UnknownValue(RecsError):
-    """A filter or id names something the catalogue does not have."""
+    """An id or a filter names something the data does not have."""
+
+
+class UnknownUser(UnknownValue):
+    """A user id that is neither in users.csv nor in the events."""
+
+
+class UnknownItem(UnknownValue):
+    """An item id that is not in the catalogue."""
+
+
+class UnknownFilter(UnknownValue):
+    """A genre or content type that no item of the catalogue has."""
 
 
 class BuildError(RecsError):
@@ -26,4 +38,4 @@ class BuildError(RecsError):
 
 
 class BadArgument(RecsError):
-    """An argument is out of range (k < 1, for example)."""
+    """An argument is out of range (k < 1, for example) or of the wrong kind."""

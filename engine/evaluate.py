@@ -16,8 +16,9 @@ from pathlib import Path
 import duckdb
 
 from . import sqlfiles
-from .build import Progress, configure, load_into, model_into
+from .build import Progress, load_into, model_into
 from .config import ModelParams
+from .db import configure
 from .errors import BadArgument
 from .metrics import Scores, score
 

@@ -1,33 +1,25 @@
 """Answering questions from a built recs.db: popular items, a user's next
-watch, their history, an item's neighbours. Every answer is one named table
-macro of sql/50_serving.sql with its parameters bound.
+watch, their history, an item's neighbours, a batch export. Each answer runs
+a named table macro of sql/50_serving.sql with its parameters bound and comes
+back as a typed result (engine/results.py).
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import duckdb
 
 from . import config
-from .build import Progress, ensure_built, open_read_only
+from .build import Progress, ensure_built
 from .config import ModelParams
-from .errors import BadArgument, DatabaseMissing, UnknownValue
+from .db import ReadOnlyDatabase, open_read_only
+from .errors import BadArgument, UnknownFilter, UnknownItem, UnknownUser
+from .results import History, HistoryEntry, Pick, PopularList, Recommendations, SimilarItems
 
-
-class Recommendations(list):
-    """A list of recommended items (dicts) that also says how it was made.
-
-    fallback_used is True when nothing was personalised because the user is
-    unknown or has no usable history; user_known tells the two apart.
-    """
-
-    def __init__(self, items: list[dict], fallback_used: bool, user_known: bool):
-        super().__init__(items)
-        self.fallback_used = fallback_used
-        self.user_known = user_known
+FILTERS = "only_genre := $genre, only_content_type := $content_type"
+"""The filter arguments every filtered macro takes, bound by name."""
 
 
 class Recommender:
@@ -58,49 +50,17 @@ class Recommender:
         self.build_report = None
         if auto_build:
             self.build_report = ensure_built(self.db, self.data_dir, params or ModelParams(), progress)
-        self._instance: duckdb.DuckDBPyConnection | None = None
-        self._opened: tuple[int, int] | None = None
-        self._lock = threading.Lock()
-        self._local = threading.local()
+        self.database = ReadOnlyDatabase(self.db)
 
-    def _cursor(self) -> duckdb.DuckDBPyConnection:
-        """This thread's cursor on the current recs.db; a rebuild swapped in is picked up.
-
-        The file is attached to a private in-memory DuckDB instance: DuckDB
-        keeps one instance per path in a process, so connecting by path again
-        after a swap could hand back the old file while anything still holds it.
-        """
-        try:
-            stat = self.db.stat()
-        except FileNotFoundError:
-            raise DatabaseMissing(f"{self.db} does not exist; run 'python cli.py build'") from None
-        stamp = (stat.st_ino, stat.st_mtime_ns)
-        with self._lock:
-            if stamp != self._opened:
-                self._instance, self._opened = open_read_only(self.db), stamp
-            instance = self._instance
-        local = self._local
-        if getattr(local, "instance", None) is not instance:
-            local.cursor = instance.cursor()  # one cursor per thread: never shared across threads
-            local.cursor.execute("use recs")
-            local.instance = instance
-        return local.cursor
-
-    def _rows(self, query: str, params: dict) -> list[dict]:
-        result = self._cursor().execute(query, params)
-        names = [column[0] for column in result.description]
-        return [dict(zip(names, row)) for row in result.fetchall()]
-
-    def popular(self, k: int = 10, genre: str | None = None, content_type: str | None = None) -> list[dict]:
+    def popular(self, k: int = 10, genre: str | None = None, content_type: str | None = None) -> PopularList:
         """The k most popular items, best first, optionally of one genre / content type."""
         _check_k(k)
-        items = self._rows(
-            "select * from popular($k, only_genre := $genre, only_content_type := $content_type)",
-            {"k": k, "genre": genre, "content_type": content_type},
+        rows = self.database.rows(
+            f"select * from popular($k, {FILTERS})", {"k": k, "genre": genre, "content_type": content_type}
         )
-        if not items:
+        if not rows:
             self._check_filters(genre, content_type)
-        return items
+        return PopularList(k, [Pick.from_row(row) for row in rows])
 
     def recommend(
         self, user_id: str, k: int = 10, genre: str | None = None, content_type: str | None = None
@@ -109,36 +69,31 @@ class Recommender:
         _check_k(k)
         known, has_history = self._user_state(user_id)
         params = {"user_id": user_id, "k": k, "genre": genre, "content_type": content_type}
-        items = []
+        rows = []
         if has_history:
             # most lists are full without the popular fill: the smaller query first
-            items = self._rows(
-                "select * from recommend_personal($user_id, $k, only_genre := $genre, only_content_type := $content_type)",
-                params,
-            )
-        if len(items) < k:
-            items = self._rows(
-                "select * from recommend($user_id, $k, only_genre := $genre, only_content_type := $content_type)",
-                params,
-            )
-        if not items:
+            rows = self.database.rows(f"select * from recommend_personal($user_id, $k, {FILTERS})", params)
+        if len(rows) < k:
+            rows = self.database.rows(f"select * from recommend($user_id, $k, {FILTERS})", params)
+        if not rows:
             self._check_filters(genre, content_type)
-        return Recommendations(items, fallback_used=not has_history, user_known=known)
+        items = [Pick.from_row(row) for row in rows]
+        return Recommendations(user_id, k, items, fallback_used=not has_history, user_known=known)
 
-    def history(self, user_id: str) -> list[dict]:
-        """What user_id watched, one row per item, latest first; UnknownValue for an unknown user."""
-        rows = self._rows("select * from user_history($user_id)", {"user_id": user_id})
+    def history(self, user_id: str) -> History:
+        """What user_id watched, one row per item, latest first; UnknownUser for an unknown user."""
+        rows = self.database.rows("select * from user_history($user_id)", {"user_id": user_id})
         if not rows and not self.user_known(user_id):
-            raise UnknownValue(f"user {user_id!r} is not known: not in users.csv and no events")
-        return rows
+            raise UnknownUser(f"user {user_id!r} is not known: not in users.csv and no events")
+        return History(user_id, [HistoryEntry(**row) for row in rows])
 
-    def similar(self, item_id: str, k: int = 10) -> list[dict]:
-        """The k items most similar to item_id."""
+    def similar(self, item_id: str, k: int = 10) -> SimilarItems:
+        """The k items most similar to item_id; UnknownItem for an item not in the catalogue."""
         _check_k(k)
-        items = self._rows("select * from similar_items($item_id, $k)", {"item_id": item_id, "k": k})
-        if not items and not self._rows("select 1 from items where item_id = $id", {"id": item_id}):
-            raise UnknownValue(f"item {item_id!r} is not in the catalogue")
-        return items
+        rows = self.database.rows("select * from similar_items($item_id, $k)", {"item_id": item_id, "k": k})
+        if not rows and not self.database.rows("select 1 from items where item_id = $id", {"id": item_id}):
+            raise UnknownItem(f"item {item_id!r} is not in the catalogue")
+        return SimilarItems(item_id, k, [Pick.from_row(row) for row in rows])
 
     def user_known(self, user_id: str) -> bool:
         """True when user_id is in users.csv or has events."""
@@ -146,7 +101,7 @@ class Recommender:
 
     def _user_state(self, user_id: str) -> tuple[bool, bool]:
         """(known: in users.csv or has events, has_history: some event with strength > 0)."""
-        row = self._rows(
+        row = self.database.rows(
             """
             select
                 exists (select 1 from users where user_id = $user_id)
@@ -160,38 +115,23 @@ class Recommender:
     def export(self, out: Path, k: int = 20, user_ids: list[str] | None = None) -> int:
         """Write every user's top k (or the given users') to out, CSV or Parquet by its suffix.
 
-        One row per user and rank: user_id, rank, item_id, score, source, reason.
-        A user without events gets the popular list. Returns the rows written.
+        One row per user and rank: user_id, rank, item_id, score, source, reason
+        (the macro recommend_many). A user without events gets the popular list.
+        Returns the rows written.
         """
         _check_k(k)
         file_format = "parquet" if out.suffix.lower() == ".parquet" else "csv"
-        wanted = (
-            "select unnest($user_ids) as user_id"
-            if user_ids is not None
-            else "select user_id from users union select user_id from user_item_strength"
-        )
         query = f"""
             copy (
-                with wanted as ({wanted})
-                select wanted.user_id, picks.rank, picks.item_id, picks.score, picks.source, picks.reason
-                from wanted
-                join recommend_all($k) as picks on picks.user_id = wanted.user_id
-                union all
-                select wanted.user_id, picks.rank, picks.item_id, picks.score, picks.source, picks.reason
-                from wanted
-                cross join popular($k) as picks
-                where wanted.user_id not in (select user_id from user_item_strength)
-                order by user_id, rank
+                select user_id, rank, item_id, score, source, reason
+                from recommend_many($user_ids, $k)
             ) to $out (format {file_format})
         """
-        params = {"k": k, "out": str(out)}
-        if user_ids is not None:
-            params["user_ids"] = user_ids
-        self._cursor()  # the usual checks: the file exists and is not locked
+        self.database.cursor()  # the usual checks: the file exists and is not locked
         batch = open_read_only(self.db, threads=None)  # every core, apart from the serving instance
         try:
             batch.execute("use recs")
-            return batch.execute(query, params).fetchone()[0]
+            return batch.execute(query, {"k": k, "out": str(out), "user_ids": user_ids}).fetchone()[0]
         except duckdb.IOException as error:
             raise BadArgument(f"cannot write {out}: {str(error).splitlines()[0]}") from None
         finally:
@@ -199,7 +139,7 @@ class Recommender:
 
     def info(self) -> dict:
         """When the database was built, with which DuckDB, and its row counts."""
-        return self._rows(
+        return self.database.rows(
             """
             select
                 (select value from build_info where key = 'built_at') as built_at,
@@ -207,30 +147,28 @@ class Recommender:
                 (select count(*) from users) as users,
                 (select count(*) from items) as items,
                 (select count(*) from events) as events
-            """,
-            {},
+            """
         )[0]
 
     def load_issues(self, limit: int = 20) -> list[dict]:
         """The first load issues, by file and line."""
-        return self._rows("select * from load_issues order by file, line limit $limit", {"limit": limit})
+        return self.database.rows("select * from load_issues order by file, line limit $limit", {"limit": limit})
 
     def _check_filters(self, genre: str | None, content_type: str | None) -> None:
-        """Raise UnknownValue when a filter names a genre or content type no item has."""
+        """Raise UnknownFilter when a filter names a genre or content type no item has."""
         for column, value in (("genre", genre), ("content_type", content_type)):
             if value is None:
                 continue
-            known = [row["value"] for row in self._rows(
-                f"select distinct {column} as value from items order by value", {}
+            # column is one of two names of ours, never user input
+            known = [row["value"] for row in self.database.rows(
+                f"select distinct {column} as value from items order by value"
             )]
             if value.lower() not in known:
-                raise UnknownValue(f"no item has {column} {value!r}; known: {', '.join(known)}")
+                raise UnknownFilter(f"no item has {column} {value!r}; known: {', '.join(known)}")
 
     def close(self) -> None:
-        """Drop this thread's cursor and the instance; the next query opens afresh."""
-        with self._lock:
-            self._instance, self._opened = None, None
-        self._local = threading.local()
+        """Drop every cursor and the instance; the next query opens afresh."""
+        self.database.close()
 
 
 def _check_k(k: int) -> None:

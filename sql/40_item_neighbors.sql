@@ -145,8 +145,9 @@ order by item_key;
 
 create unique index neighbor_lists_by_key on neighbor_lists (item_key);
 
--- item_neighbors: the same, one row per item and neighbour; what to query
--- by hand and what the batch queries read.
+-- item_neighbors: the same, one row per item and neighbour: what to query
+-- by hand, and what similar_items reads (the recommendation queries read
+-- neighbor_lists).
 create or replace view item_neighbors as
 select
     neighbor_lists.item_id,

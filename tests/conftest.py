@@ -102,6 +102,16 @@ def cli(monkeypatch):
     return run
 
 
+@pytest.fixture
+def run_bundled(cli, bundled_db):
+    """cli on the bundled data's session-wide recs.db."""
+
+    def invoke(*args):
+        return cli("--db", bundled_db, "--data-dir", bundled_db.parent / "data", *args)
+
+    return invoke
+
+
 def random_dataset(seed: int, n_users: int = 30, n_items: int = 25, n_events: int = 300):
     """Random but valid users, items and events; some users and items have no events."""
     import random

@@ -70,7 +70,7 @@ def test_recommender_builds_a_missing_database(db, tiny_dir):
     assert not db.exists()
     recommender = engine.Recommender(db, tiny_dir)
     assert recommender.build_report is not None
-    assert [item["item_id"] for item in recommender.popular(3)] == ["i2", "i1", "i3"]
+    assert [item.item_id for item in recommender.popular(3).items] == ["i2", "i1", "i3"]
     recommender.close()
 
 
@@ -87,7 +87,7 @@ def test_recommender_rebuilds_after_events_csv_changes(db, tiny_dir):
         handle.write("u3,i4,play,500,2024-01-05T10:00:00Z\n")
     after = engine.Recommender(db, tiny_dir)
     assert after.build_report is not None
-    assert "i4" in [row["item_id"] for row in after.history("u3")]
+    assert "i4" in [row.item_id for row in after.history("u3").items]
     after.close()
 
 
@@ -95,10 +95,10 @@ def test_recommender_rebuilds_after_events_csv_changes(db, tiny_dir):
 
 def test_open_recommender_sees_a_rebuild_made_after_it_was_opened(built, tmp_path):
     recommender = engine.Recommender(built, auto_build=False)
-    assert recommender.popular(1)[0]["item_id"] == "i2"
+    assert recommender.popular(1).items[0].item_id == "i2"
     engine.build(built, write_dataset(tmp_path / "new", TINY_USERS, TINY_ITEMS, I4_ON_TOP), PARAMS)
     try:
-        assert recommender.popular(1)[0]["item_id"] == "i4"
+        assert recommender.popular(1).items[0].item_id == "i4"
     finally:
         recommender.close()
 
@@ -275,10 +275,10 @@ def test_header_only_events_build_a_catalogue_order_fallback(db, tiny_dir):
     report = engine.build(db, tiny_dir, PARAMS)
     assert report.rows["events"] == 0
     recommender = engine.Recommender(db, tiny_dir)
-    popular = recommender.popular(10)
-    assert [item["item_id"] for item in popular] == ["i1", "i2", "i3", "i4"]
-    assert {item["score"] for item in popular} == {0}
+    popular = recommender.popular(10).items
+    assert [item.item_id for item in popular] == ["i1", "i2", "i3", "i4"]
+    assert {item.score for item in popular} == {0}
     recs = recommender.recommend("u1", 3)
     assert recs.fallback_used is True
-    assert len(recs) == 3
+    assert [item.item_id for item in recs.items] == ["i1", "i2", "i3"]
     recommender.close()

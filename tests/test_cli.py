@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -28,7 +29,7 @@ from conftest import (
     write_dataset,
 )
 
-API_KEYS = {"item_id", "title", "content_type", "genre", "score", "reason", "source"}
+API_KEYS = {"rank", "item_id", "title", "content_type", "genre", "score", "reason", "source"}
 
 
 def assert_no_traceback(result) -> None:
@@ -63,14 +64,6 @@ def run(cli, tiny_dir):
     return invoke
 
 
-@pytest.fixture
-def run_bundled(cli, bundled_db):
-    def invoke(*args):
-        return cli("--db", bundled_db, "--data-dir", bundled_db.parent / "data", *args)
-
-    return invoke
-
-
 def test_popular_table_lists_top_items_in_popularity_order(run):
     result = run("popular", "--k", "3")
     assert result.exit_code == 0, result.stderr
@@ -99,16 +92,21 @@ def test_recommend_accepts_both_user_id_spellings_and_shows_reasons(run, flag):
     assert result.stdout.startswith("Recommendations for user u1:")
     header = next(line for line in result.stdout.splitlines() if "item_id" in line)
     assert "reason" in header
+    # by hand (tests/test_recommend.py): i3 for its similarity to i2, then the popular i4
+    rows = [line for line in result.stdout.splitlines() if " i3 " in line or " i4 " in line]
+    assert len(rows) == 2 and "i3" in rows[0] and "similar to" in rows[0]  # the reason wraps at 80 columns
+    assert "0.607" in rows[0] and "i4" in rows[1]
 
 
 def test_recommend_json_for_known_user_is_personalised(run):
     result = run("recommend", "--user_id", "u1", "--k", "2", "--json")
     assert result.exit_code == 0, result.stderr
     payload = json.loads(result.stdout)
-    assert set(payload) == {"user_id", "k", "items", "fallback_used"}
+    assert set(payload) == {"user_id", "k", "items", "fallback_used", "user_known"}
     assert payload["user_id"] == "u1" and payload["k"] == 2
-    assert payload["fallback_used"] is False
-    assert len(payload["items"]) == 2
+    assert payload["fallback_used"] is False and payload["user_known"] is True
+    # by hand (tests/test_recommend.py): u1 gets i3 from its neighbours, then the popular i4
+    assert [(item["item_id"], item["source"]) for item in payload["items"]] == [("i3", "personalised"), ("i4", "popular")]
 
 
 def test_recommend_for_unknown_user_falls_back_to_popular_with_a_note(run):
@@ -280,13 +278,17 @@ def test_cli_runs_as_a_real_subprocess(bundled_db):
     )
     assert completed.returncode == 0, completed.stderr
     payload = json.loads(completed.stdout)
-    assert payload["user_id"] == "u1" and len(payload["items"]) == 3
+    in_process = engine.Recommender(bundled_db, auto_build=False).recommend("u1", 3).to_dict()
+    assert payload == in_process
+    assert [item["source"] for item in payload["items"]] == ["personalised"] * 3
 
 
 def test_duckdb_shell_reads_the_database_and_its_macros(tiny):
-    shell = shutil.which("duckdb")
+    # the duckdb-cli package puts the shell beside this Python, which may not be on PATH
+    beside = Path(sys.executable).parent / "duckdb"
+    shell = str(beside) if beside.is_file() else shutil.which("duckdb")
     if shell is None:
-        pytest.skip("the duckdb shell (duckdb-cli package) is not on PATH")
+        pytest.skip("the duckdb shell (duckdb-cli package) is neither beside this Python nor on PATH")
     tiny.popular(1)  # built by the fixture
     completed = subprocess.run(
         [shell, "-readonly", str(tiny.db), "-csv", "-c", "select item_id from popular(3)"],

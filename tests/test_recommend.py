@@ -21,17 +21,18 @@ from reference import strengths
 # Popularity = sum of strength: i2 1.8415, i1 1.6475, i3 1, i4 0.
 
 def test_popular_orders_the_tiny_example_by_hand(tiny):
-    items = tiny.popular(k=3)
-    assert [item["item_id"] for item in items] == ["i2", "i1", "i3"]
-    assert [item["score"] for item in items] == pytest.approx([1.8415, 1.6475, 1.0], abs=1e-4)
-    assert all(item["source"] == "popular" for item in items)
-    assert items[0]["reason"] == "popular on the platform (2 viewers)"
+    items = tiny.popular(k=3).items
+    assert [item.item_id for item in items] == ["i2", "i1", "i3"]
+    assert [item.rank for item in items] == [1, 2, 3]
+    assert [item.score for item in items] == pytest.approx([1.8415, 1.6475, 1.0], abs=1e-4)
+    assert all(item.source == "popular" for item in items)
+    assert items[0].reason == "popular on the platform (2 viewers)"
 
 
 def test_popular_k_beyond_the_catalogue_returns_every_item(tiny):
-    items = tiny.popular(k=100)
-    assert [item["item_id"] for item in items] == ["i2", "i1", "i3", "i4"]
-    assert items[-1]["reason"] == "in the catalogue, not watched yet"
+    items = tiny.popular(k=100).items
+    assert [item.item_id for item in items] == ["i2", "i1", "i3", "i4"]
+    assert items[-1].reason == "in the catalogue, not watched yet"
 
 
 def test_recommend_for_u1_by_hand(tiny):
@@ -43,21 +44,21 @@ def test_recommend_for_u1_by_hand(tiny):
     # score(i3) = strength(u1, i2) * 0.7369 = 0.8231 * 0.7369 = 0.6066
     recs = tiny.recommend("u1", k=2)
     assert recs.fallback_used is False
-    assert [(item["item_id"], item["source"]) for item in recs] == [("i3", "personalised"), ("i4", "popular")]
-    assert recs[0]["score"] == pytest.approx(0.6066, abs=1e-4)
-    assert recs[0]["reason"] == "similar to Family Show B, which you watched"
+    assert [(item.item_id, item.source) for item in recs.items] == [("i3", "personalised"), ("i4", "popular")]
+    assert recs.items[0].score == pytest.approx(0.6066, abs=1e-4)
+    assert recs.items[0].reason == "similar to Family Show B, which you watched"
 
 
 def test_watched_items_are_never_recommended_back(tiny):
-    ids = [item["item_id"] for item in tiny.recommend("u1", k=10)]
+    ids = [item.item_id for item in tiny.recommend("u1", k=10).items]
     assert "i1" not in ids and "i2" not in ids
 
 
 def test_unknown_user_falls_back_to_popular(tiny):
     recs = tiny.recommend("nobody", k=2)
     assert recs.fallback_used is True and recs.user_known is False
-    assert [item["item_id"] for item in recs] == ["i2", "i1"]
-    assert all(item["source"] == "popular" for item in recs)
+    assert [item.item_id for item in recs.items] == ["i2", "i1"]
+    assert all(item.source == "popular" for item in recs.items)
 
 
 def test_user_without_history_falls_back_but_is_known(tmp_path):
@@ -67,13 +68,13 @@ def test_user_without_history_falls_back_but_is_known(tmp_path):
     folder = write_dataset(tmp_path / "data", users, items, events)
     recs = engine.Recommender(tmp_path / "recs.db", folder).recommend("u2", k=5)
     assert recs.fallback_used is True and recs.user_known is True
-    assert [item["item_id"] for item in recs] == ["i1", "i2"]
+    assert [item.item_id for item in recs.items] == ["i1", "i2"]
 
 
 def test_filters_apply_before_top_k(tiny):
     recs = tiny.recommend("u3", k=1, genre="Family")
-    assert [item["item_id"] for item in recs] == ["i2"]
-    assert tiny.popular(k=5, content_type="MOVIE")[0]["item_id"] == "i3"
+    assert [item.item_id for item in recs.items] == ["i2"]
+    assert tiny.popular(k=5, content_type="MOVIE").items[0].item_id == "i3"
 
 
 def test_unknown_filter_value_names_the_known_ones(tiny):
@@ -99,10 +100,10 @@ def test_module_functions_follow_the_brief(tiny_dir, monkeypatch):
         recs = engine.recommend_for_user("u1", k=1)
     finally:
         engine._default.cache_clear()
-    assert isinstance(popular, list) and [item["item_id"] for item in popular] == ["i2", "i1"]
-    assert {"item_id", "title", "score", "reason", "source"} <= popular[0].keys()
-    assert isinstance(recs, list) and recs.fallback_used is False
-    assert recs[0]["item_id"] == "i3"
+    assert isinstance(popular, engine.PopularList) and [item.item_id for item in popular.items] == ["i2", "i1"]
+    assert {"item_id", "title", "score", "reason", "source"} <= popular.items[0].to_dict().keys()
+    assert isinstance(recs, engine.Recommendations) and recs.fallback_used is False
+    assert recs.items[0].item_id == "i3"
 
 
 # --- properties on random data --------------------------------------------------
@@ -135,12 +136,12 @@ def test_recommendation_properties(random_case, k, genre, content_type):
     item_rows = {item[0]: item for item in items}
     for user_id in [user[0] for user in users] + ["stranger"]:
         recs = recommender.recommend(user_id, k, genre, content_type)
-        ids = [item["item_id"] for item in recs]
+        ids = [item.item_id for item in recs.items]
         assert len(ids) <= k
         assert len(ids) == len(set(ids))
-        sources = [item["source"] for item in recs]
+        sources = [item.source for item in recs.items]
         assert sources == sorted(sources, key=["personalised", "popular"].index)  # personalised first
-        personal = [item["score"] for item in recs if item["source"] == "personalised"]
+        personal = [item.score for item in recs.items if item.source == "personalised"]
         assert personal == sorted(personal, reverse=True)
         for item_id in ids:
             _, _, kind, item_genre = item_rows[item_id]
@@ -159,7 +160,7 @@ def test_recommendations_match_reference(random_case, genre, content_type):
     recommender, users, items, events, params = random_case
     strength = strengths(items, events, params)
     for user_id in [user[0] for user in users]:
-        actual = [(i["item_id"], i["score"], i["source"]) for i in recommender.recommend(user_id, 8, genre, content_type)]
+        actual = [(i.item_id, i.score, i.source) for i in recommender.recommend(user_id, 8, genre, content_type).items]
         expected = reference_recommend(user_id, 8, items, strength, params, genre, content_type)
         assert [row[2] for row in actual] == [row[2] for row in expected], user_id
         assert [row[1] for row in actual] == pytest.approx([row[1] for row in expected]), user_id

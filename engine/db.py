@@ -1,0 +1,105 @@
+"""Connections to recs.db: a private read-only instance per file, swap
+detection, one cursor per thread, and the settings of a build connection.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import duckdb
+
+from . import config
+from .errors import DatabaseLocked, DatabaseMissing
+
+
+def quoted(path: Path) -> str:
+    """A path inside a SQL string literal (ATTACH and settings take no bound parameters)."""
+    return str(path).replace("'", "''")
+
+
+def open_read_only(db: Path, threads: int | None = 1) -> duckdb.DuckDBPyConnection:
+    """A private in-memory instance with db attached read-only as catalog 'recs'.
+
+    One thread by default: a single recommendation is a small query that runs
+    faster without parallel scheduling, and concurrent requests spread over
+    the cores on their own. Batch work passes threads=None (one per core).
+    """
+    con = duckdb.connect()
+    if threads:
+        con.execute(f"set threads = {int(threads)}")
+    try:
+        con.execute(f"attach '{quoted(db)}' as recs (read_only)")
+    except duckdb.IOException as error:
+        con.close()
+        if "lock" in str(error).lower():
+            raise DatabaseLocked(locked_message(db, error)) from None
+        raise
+    return con
+
+
+def locked_message(db: Path, error: Exception) -> str:
+    """One line for a database another process holds open for writing."""
+    holder = str(error).split("Conflicting lock is held in", 1)[-1].strip().splitlines()[0]
+    return (
+        f"{db.resolve()} is locked for writing by another process ({holder}); close that "
+        f"program (a 'duckdb {db.name}' shell takes this lock: use 'duckdb -readonly {db.name}')"
+    )
+
+
+def configure(con: duckdb.DuckDBPyConnection, spill_to: Path) -> None:
+    """Threads and memory limit from the environment; spill past the limit into spill_to."""
+    con.execute(f"set temp_directory = '{quoted(spill_to)}'")
+    limit = config.memory_limit()
+    if limit:
+        con.execute(f"set memory_limit = '{limit}'")  # validated by config.memory_limit
+    count = config.threads()
+    if count:
+        con.execute(f"set threads = {count}")
+
+
+class ReadOnlyDatabase:
+    """recs.db opened read-only, reopened when a rebuild swaps a new file in.
+
+    The file is attached to a private in-memory DuckDB instance: DuckDB keeps
+    one instance per path in a process, so connecting by path again after a
+    swap could hand back the old file while anything still holds it. Each
+    thread gets its own cursor: cursors are never shared across threads.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._instance: duckdb.DuckDBPyConnection | None = None
+        self._opened: tuple[int, int] | None = None
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's cursor on the current file, with 'recs' as the default catalog."""
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            raise DatabaseMissing(f"{self.path} does not exist; run 'python cli.py build'") from None
+        stamp = (stat.st_ino, stat.st_mtime_ns)
+        with self._lock:
+            if stamp != self._opened:
+                self._instance, self._opened = open_read_only(self.path), stamp
+            instance = self._instance
+        local = self._local
+        if getattr(local, "instance", None) is not instance:
+            local.cursor = instance.cursor()
+            local.cursor.execute("use recs")
+            local.instance = instance
+        return local.cursor
+
+    def rows(self, query: str, params: dict | None = None) -> list[dict]:
+        """Run one query with bound parameters; each row as a dict of column name to value."""
+        result = self.cursor().execute(query, params or {})
+        names = [column[0] for column in result.description]
+        return [dict(zip(names, row)) for row in result.fetchall()]
+
+    def close(self) -> None:
+        """Drop the instance and every thread's cursor; the next query opens afresh."""
+        with self._lock:
+            self._instance, self._opened = None, None
+        self._local = threading.local()
