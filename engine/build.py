@@ -135,8 +135,15 @@ def load_into(con: duckdb.DuckDBPyConnection, folder: Path, progress: Progress |
         load.finish_issues(con, paths_read)
 
 
-def model_into(con: duckdb.DuckDBPyConnection, params: ModelParams, progress: Progress | None = None) -> None:
-    """(Re)create model_params and every model table from the tables load_into made."""
+def model_into(
+    con: duckdb.DuckDBPyConnection, params: ModelParams, progress: Progress | None = None, start_at: str = "20"
+) -> None:
+    """(Re)create model_params and the model tables from the tables load_into made.
+
+    start_at names the first sql/ file prefix to run: the tuner, having
+    changed only parameters that later files read (ModelParams.layer_of),
+    re-runs those files alone and reuses the tables before them.
+    """
     step = progress or (lambda name: None)
     values = params.as_dict()
     # Column names are our own field names; the values are bound.
@@ -144,9 +151,20 @@ def model_into(con: duckdb.DuckDBPyConnection, params: ModelParams, progress: Pr
     con.execute(f"create or replace table model_params as select {columns}", values)
     _keep_row_order(con, False)
     for path in sqlfiles.build_files(layer="model"):
+        if path.name[:2] < start_at:
+            continue
         step(STEP_NAMES.get(path.name[:2], path.stem))
         sqlfiles.run_file(con, path)
+        if path.name.startswith(EASE_AFTER) and params.neighbor_model == "ease":
+            from . import ease  # numpy, loaded only for this model
+
+            step("computing EASE weights")
+            ease.ease_weights(con, l2=params.ease_lambda, max_neighbors=params.max_neighbors)
     _keep_row_order(con, True)
+
+
+EASE_AFTER = "40"
+"""EASE's weights are computed from the tables of this file, before 45 reads them."""
 
 
 def _keep_row_order(con: duckdb.DuckDBPyConnection, keep: bool) -> None:
@@ -185,7 +203,8 @@ def _build_unlocked(db: Path, folder: Path, params: ModelParams, progress: Progr
 STEP_NAMES = {
     "20": "computing interaction strength",
     "30": "computing popularity",
-    "40": "computing item-item similarity",
+    "40": "computing item pairs",
+    "45": "computing item-item similarity",
     "50": "storing serving queries",
 }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import dataclasses
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -53,12 +54,16 @@ def threads() -> int | None:
     return int(value)
 
 
-def _param(default, help: str, low=None, high=None, choices=None):
-    """A model parameter: its default, one line of help, and what values it accepts."""
-    return field(default=default, metadata={"help": help, "low": low, "high": high, "choices": choices})
+def _param(default, help: str, layer: str, low=None, high=None, choices=None):
+    """A model parameter: its default, one line of help, the first sql/ layer that reads it
+    (a change re-runs that file and the later ones), and what values it accepts."""
+    return field(
+        default=default, metadata={"help": help, "layer": layer, "low": low, "high": high, "choices": choices}
+    )
 
 
 STRENGTH_FORMULAS = ("log_views", "views", "binary", "seconds", "log_seconds")
+NEIGHBOR_MODELS = ("cosine", "ease")
 
 
 @dataclass(frozen=True)
@@ -70,30 +75,57 @@ class ModelParams:
     accepts. ModelParams.from_dict also refuses unknown names.
     """
 
-    heavy_threshold: float = _param(0.8, "completion at or above which an item counts as heavily watched", 0, 1)
-    min_plays_for_length: int = _param(5, "plays an item needs before its own plays set its estimated length", 1)
-    max_full_views: float = _param(4.0, "full views beyond which more watching adds no strength", 0.01)
-    half_life_days: float = _param(0.0, "strength halves every this many days before the data's end; 0 = off", 0)
-    strength_formula: str = _param("log_views", "how seconds become strength", choices=STRENGTH_FORMULAS)
-    similarity_alpha: float = _param(
-        0.6, "asymmetric cosine exponent; 0.5 is plain cosine, higher leans to broadly watched neighbours", 0, 1
+    heavy_threshold: float = _param(
+        0.8, "completion at or above which an item counts as heavily watched", "20", 0, 1
+    )
+    min_plays_for_length: int = _param(
+        5, "plays an item needs before its own plays set its estimated length", "20", 1
+    )
+    max_full_views: float = _param(4.0, "full views beyond which more watching adds no strength", "20", 0.01)
+    half_life_days: float = _param(
+        0.0, "strength halves every this many days before the data's end; 0 = off", "20", 0
+    )
+    strength_formula: str = _param("log_views", "how seconds become strength", "20", choices=STRENGTH_FORMULAS)
+    trending_half_life_days: float = _param(
+        0.0, "popularity counts a view half as much every this many days before the data's end; 0 = off", "30", 0
     )
     user_weight_gamma: float = _param(
-        0.5, "each user's part in item similarity is divided by their history length to this power", 0, 2
+        0.5, "each user's part in item similarity is divided by their history length to this power", "40", 0, 2
     )
-    popularity_beta: float = _param(0.0, "similarity to a neighbour is divided by its viewers to this power", 0, 2)
-    trending_half_life_days: float = _param(
-        0.0, "popularity counts a view half as much every this many days before the data's end; 0 = off", 0
+    similarity_history_cap: int = _param(
+        200, "only each user's this many most recent items enter item similarity; 0 = all", "40", 0
+    )
+    min_support: int = _param(1, "users who must have watched both items of a similar pair", "40", 1)
+    neighbor_model: str = _param(
+        "cosine", "cosine (sql/45) or ease (engine/ease.py: a ridge regression of each item on the others)",
+        "40", choices=NEIGHBOR_MODELS,
+    )
+    ease_lambda: float = _param(500.0, "EASE's ridge penalty: higher shrinks weights more", "40", 0.001)
+    similarity_alpha: float = _param(
+        0.6, "asymmetric cosine exponent; 0.5 is plain cosine, higher leans to broadly watched neighbours", "45", 0, 1
+    )
+    similarity_normalisation: float = _param(
+        1.0, "power of the cosine's norms: 1 = cosine, 0 = the raw dot product (leans to popular neighbours)",
+        "45", 0, 1,
+    )
+    support_shrinkage: float = _param(
+        0.0, "similarity is multiplied by support / (support + this): pairs few users share count less", "45", 0
+    )
+    popularity_beta: float = _param(
+        0.0, "similarity to a neighbour is divided by its viewers to this power", "45", 0, 2
+    )
+    max_neighbors: int = _param(20, "neighbours kept per item in item_neighbors", "45", 0, 1000)
+    popularity_prior: float = _param(
+        0.0, "weight of popularity in a personal score, as this many pseudo-items against the user's own; 0 = off",
+        "50", 0,
     )
     user_half_life_days: float = _param(
-        0.0, "when scoring, a watched item counts half as much every this many days before the user's latest; 0 = off", 0
+        0.0, "when scoring, a watched item counts half as much every this many days before the user's latest; "
+        "0 = off", "50", 0,
     )
-    max_neighbors: int = _param(20, "neighbours kept per item in item_neighbors", 0, 1000)
-    similarity_history_cap: int = _param(
-        200, "only each user's this many most recent items enter item similarity; 0 = all", 0
+    resurface_light: bool = _param(
+        False, "recommend again items the user watched only lightly (below heavy_threshold)", "50"
     )
-    min_support: int = _param(1, "users who must have watched both items of a similar pair", 1)
-    resurface_light: bool = _param(False, "recommend again items the user watched only lightly (below heavy_threshold)")
 
     def __post_init__(self) -> None:
         for spec in fields(self):
@@ -113,6 +145,15 @@ class ModelParams:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def replace(self, **changes) -> "ModelParams":
+        """A copy with some values changed (checked like any other)."""
+        return dataclasses.replace(self, **changes)
+
+    @staticmethod
+    def layer_of(name: str) -> str:
+        """The first sql/ file prefix (e.g. '45') that reads parameter name."""
+        return PARAM_LAYERS[name]
 
 
 def _checked(spec, value):
@@ -135,3 +176,6 @@ def _checked(spec, value):
 
 
 _KIND_NAMES = {float: "a number", int: "a whole number", str: "text", bool: "true or false"}
+
+
+PARAM_LAYERS = {spec.name: spec.metadata["layer"] for spec in fields(ModelParams)}

@@ -22,6 +22,28 @@ create or replace macro is_excluded(is_heavy, resurface_light) as
 create or replace macro contribution(strength, similarity, days_before_user_end, user_half_life_days) as
     strength * similarity * half_life_weight(days_before_user_end, user_half_life_days);
 
+-- prior_score: what popularity adds to a personal score. The prior counts as
+-- popularity_prior pseudo-items against the user's count_history own items:
+--   prior = popularity_prior / count_history * user_top_score * relative_popularity
+-- so score = personal + prior ranks as (1 - l) * personal / user_top_score
+-- + l * relative_popularity with l = popularity_prior / (popularity_prior +
+-- count_history): short histories lean on popularity, long ones on
+-- similarity. user_top_score (the user's best personal score; 1 when they
+-- have none) puts the prior on the scale of their personal scores.
+create or replace macro prior_score(relative_popularity, user_top_score, count_history, popularity_prior) as
+    case
+        when popularity_prior > 0 and count_history > 0
+            then popularity_prior / count_history
+                * coalesce(nullif(user_top_score, 0), 1.0)
+                * relative_popularity
+        else 0.0
+    end;
+
+-- pick_source: 'personalised' when similarity gave a pick at least as much
+-- of its score as popularity did, else 'popular'; the reason follows it.
+create or replace macro pick_source(personal_score, prior) as
+    case when personal_score > 0 and personal_score >= prior then 'personalised' else 'popular' end;
+
 -- matches_filters: whether an item of this genre and content type passes the
 -- optional filters (null = any; compared lower-case, as the tables store them).
 create or replace macro matches_filters(genre, content_type, only_genre, only_content_type) as

@@ -158,14 +158,16 @@ final as (
 select * from final
 order by user_key, item_key;
 
--- user_keys: one row per user with events: their key, and whether any of
--- their items has a strength above 0 (what personalised picks start from).
--- The primary key's index makes the lookup by user_id that starts every
--- recommendation cheap.
+-- user_keys: one row per user with events: their key, how many items they
+-- watched, how many of those have a strength above 0 (what personalised
+-- picks start from: count_history, the user's evidence) and whether any
+-- does. The primary key's index makes the lookup by user_id that starts
+-- every recommendation cheap.
 create or replace table user_keys (
     user_id varchar primary key,
     user_key integer not null,
     count_items bigint not null,
+    count_history bigint not null,
     has_history boolean not null
 );
 
@@ -174,6 +176,7 @@ select
     user_id,
     user_key,
     count(*) as count_items,
+    count(*) filter (where strength > 0) as count_history,
     bool_or(strength > 0) as has_history
 from user_item_strength
 group by user_id, user_key

@@ -35,6 +35,8 @@ final as (
         coalesce(per_item.count_plays, 0) as count_plays,
         coalesce(per_item.watch_seconds, 0) as watch_seconds,
         coalesce(per_item.score, 0) as score,
+        -- score as a share of the top score, 0..1: what the popularity prior adds
+        coalesce(per_item.score / nullif(max(per_item.score) over (), 0), 0) as relative_score,
         row_number() over (
             order by coalesce(per_item.score, 0) desc, coalesce(per_item.viewers, 0) desc, items.item_id
         ) as popularity_rank

@@ -39,6 +39,7 @@ select
     item_popularity.content_type,
     item_popularity.genre,
     item_popularity.score,
+    item_popularity.relative_score,
     item_popularity.viewers,
     item_popularity.popularity_rank
 from item_popularity
@@ -130,17 +131,17 @@ with eligible as (
     from popular_eligible(only_genre, only_content_type) as popular_items
 ),
 
-personal_ranked as (
+user_top as (
+    -- each user's best personal score: the scale of their popularity prior
     select
         candidate_scores.user_key,
-        candidate_scores.item_key,
-        candidate_scores.score,
-        candidate_scores.because_key,
-        candidate_scores.count_because,
-        row_number() over (
-            partition by candidate_scores.user_key
-            order by candidate_scores.score desc, candidate_scores.item_key  -- item_key follows item_id order
-        ) as order_in_source
+        max(candidate_scores.score) as user_top_score
+    from candidate_scores
+    group by candidate_scores.user_key
+),
+
+neighbour_candidates as (
+    select candidate_scores.*
     from candidate_scores
     semi join eligible on eligible.item_key = candidate_scores.item_key
     anti join excluded_items
@@ -148,17 +149,83 @@ personal_ranked as (
         and excluded_items.item_key = candidate_scores.item_key
 ),
 
+popular_candidates as (
+    -- with a popularity prior, each user's top_k most popular items they may
+    -- get compete with the neighbours; only top_k can beat the rest on
+    -- popularity alone
+    select
+        ranked_popular.user_key,
+        ranked_popular.item_key
+    from (
+        select
+            user_keys.user_key,
+            eligible.item_key,
+            row_number() over (partition by user_keys.user_key order by eligible.position) as order_in_source
+        from user_keys
+        cross join model_params
+        join eligible on eligible.position <= user_keys.count_items + top_k
+        anti join excluded_items
+            on excluded_items.user_key = user_keys.user_key
+            and excluded_items.item_key = eligible.item_key
+        where model_params.popularity_prior > 0
+            and user_keys.count_history > 0
+    ) as ranked_popular
+    where ranked_popular.order_in_source <= top_k
+),
+
+candidates as (
+    select
+        coalesce(neighbour_candidates.user_key, popular_candidates.user_key) as user_key,
+        coalesce(neighbour_candidates.item_key, popular_candidates.item_key) as item_key,
+        coalesce(neighbour_candidates.score, 0) as personal_score,
+        neighbour_candidates.because_key,
+        neighbour_candidates.count_because
+    from neighbour_candidates
+    full outer join popular_candidates
+        on popular_candidates.user_key = neighbour_candidates.user_key
+        and popular_candidates.item_key = neighbour_candidates.item_key
+),
+
+scored as (
+    select
+        candidates.*,
+        eligible.viewers,
+        prior_score(
+            eligible.relative_score, user_top.user_top_score, user_keys.count_history, model_params.popularity_prior
+        ) as prior
+    from candidates
+    cross join model_params
+    join eligible on eligible.item_key = candidates.item_key
+    join user_keys on user_keys.user_key = candidates.user_key
+    left join user_top on user_top.user_key = candidates.user_key
+),
+
+personal_ranked as (
+    select
+        scored.*,
+        scored.personal_score + scored.prior as score,
+        row_number() over (
+            partition by scored.user_key
+            order by scored.personal_score + scored.prior desc, scored.item_key  -- item_key follows item_id order
+        ) as order_in_source
+    from scored
+),
+
 personal as (
     select
         personal_ranked.user_key,
         personal_ranked.item_key,
         personal_ranked.score,
-        'personalised' as source,
-        similarity_reason(because.title, personal_ranked.count_because) as reason,
+        pick_source(personal_ranked.personal_score, personal_ranked.prior) as source,
+        case
+            when pick_source(personal_ranked.personal_score, personal_ranked.prior) = 'personalised'
+                then similarity_reason(because.title, personal_ranked.count_because)
+            else popularity_reason(personal_ranked.viewers)
+        end as reason,
         1 as source_order,
         personal_ranked.order_in_source
     from personal_ranked
-    join items as because on because.item_key = personal_ranked.because_key
+    left join items as because on because.item_key = personal_ranked.because_key
     where personal_ranked.order_in_source <= top_k
 ),
 
@@ -226,9 +293,14 @@ join items on items.item_key = ranked.item_key
 where ranked.rank <= top_k;
 
 -- recommend_personal: the personalised part of recommend, for_user's best
--- top_k candidates, best first. recommend, below, adds the popular fill; the
--- app asks for this first and for the whole of recommend only when it comes
--- back short, since most lists need no fill. It reads for_user's rows only:
+-- top_k candidates, best first: items similar to what they watched, scored
+--   score(u, i) = sum over u's watched items w of contribution(u, w -> i)
+--                 + prior_score(i)   -- 0 unless popularity_prior > 0
+-- and, with a popularity prior, the most popular items they may get. A pick
+-- is 'personalised' when similarity gave most of its score (the reason names
+-- the watched item that gave most), else 'popular'. recommend, below, adds
+-- the popular fill; the app asks for this first and for the whole of
+-- recommend only when it comes back short, since most lists need no fill. It reads for_user's rows only:
 -- their rows of user_item_strength, the neighbour lists of what they
 -- watched (one indexed row per item), then the few items shown. It is the
 -- sum of candidate_scores for one user, as its own plan: a user filter on
@@ -256,27 +328,62 @@ contributions as (
     where history.strength > 0
 ),
 
-candidates as (
+neighbour_scores as (
     select
         item_key,
-        sum(contribution) as score,
+        sum(contribution) as personal_score,
         max_by(because_key, contribution) as because_key,
         count(*) as count_because
     from contributions
     group by item_key
 ),
 
+evidence as (
+    select
+        user_keys.count_history,
+        (select max(neighbour_scores.personal_score) from neighbour_scores) as user_top_score
+    from user_keys
+    where user_keys.user_key = user_key_of(for_user)
+),
+
+popular_candidates as (
+    -- with a popularity prior, the top_k most popular items for_user may get
+    -- compete with the neighbours (only top_k can win on popularity alone)
+    select eligible.item_key
+    from popular_eligible(only_genre, only_content_type) as eligible
+    cross join model_params
+    cross join evidence
+    where model_params.popularity_prior > 0
+        and evidence.count_history > 0
+        and eligible.item_key not in (select item_key from user_excluded(for_user))
+    order by eligible.popularity_rank
+    limit top_k
+),
+
+candidates as (
+    select
+        coalesce(neighbour_scores.item_key, popular_candidates.item_key) as item_key,
+        coalesce(neighbour_scores.personal_score, 0) as personal_score,
+        neighbour_scores.because_key,
+        neighbour_scores.count_because
+    from neighbour_scores
+    full outer join popular_candidates on popular_candidates.item_key = neighbour_scores.item_key
+),
+
 picks as (
     select
-        candidates.item_key,
-        candidates.score,
-        candidates.because_key,
-        candidates.count_because
+        candidates.*,
+        item.viewers,
+        prior_score(item.relative_score, evidence.user_top_score, evidence.count_history, model_params.popularity_prior)
+            as prior,
+        candidates.personal_score + prior as score
     from candidates
+    cross join evidence
+    cross join model_params
     join item_popularity as item on item.item_key = candidates.item_key
     where matches_filters(item.genre, item.content_type, only_genre, only_content_type)
         and candidates.item_key not in (select item_key from user_excluded(for_user))
-    order by candidates.score desc, candidates.item_key  -- item_key follows item_id order
+    order by score desc, candidates.item_key  -- item_key follows item_id order
     limit top_k
 )
 
@@ -287,11 +394,15 @@ select
     items.content_type,
     items.genre,
     picks.score,
-    'personalised' as source,
-    similarity_reason(because.title, picks.count_because) as reason
+    pick_source(picks.personal_score, picks.prior) as source,
+    case
+        when pick_source(picks.personal_score, picks.prior) = 'personalised'
+            then similarity_reason(because.title, picks.count_because)
+        else popularity_reason(picks.viewers)
+    end as reason
 from picks
 join items on items.item_key = picks.item_key
-join items as because on because.item_key = picks.because_key
+left join items as because on because.item_key = picks.because_key
 order by rank;
 
 -- recommend: the top_k items for for_user, best first: what recommend_all

@@ -101,7 +101,7 @@ def popularity(items, strength, params) -> list[tuple[str, float, int]]:
 
 
 def neighbors(strength, params) -> dict[str, list[tuple[str, float, int]]]:
-    """item_id -> [(neighbor_id, similarity, support)] best first (sql/40, item_neighbors)."""
+    """item_id -> [(neighbor_id, similarity, support)] best first (sql/40 and 45, item_neighbors)."""
     by_user = defaultdict(dict)
     for (user_id, item_id), row in strength.items():
         if row["strength"] > 0:
@@ -119,7 +119,7 @@ def neighbors(strength, params) -> dict[str, list[tuple[str, float, int]]]:
             if not params.similarity_history_cap or position <= params.similarity_history_cap:
                 paired[item_id][user_id] = weight
     squares = {item_id: sum(v * v for v in column.values()) for item_id, column in weights.items()}
-    alpha = params.similarity_alpha
+    alpha, power = params.similarity_alpha, params.similarity_normalisation
     result = defaultdict(list)
     for a in paired:
         for b in paired:
@@ -127,7 +127,8 @@ def neighbors(strength, params) -> dict[str, list[tuple[str, float, int]]]:
             if a == b or not common or len(common) < params.min_support:
                 continue
             dot = sum(paired[a][user] * paired[b][user] for user in common)
-            similarity = dot / (squares[a] ** alpha * squares[b] ** (1 - alpha))
+            similarity = dot / (squares[a] ** alpha * squares[b] ** (1 - alpha)) ** power
+            similarity *= len(common) / (len(common) + params.support_shrinkage)
             similarity /= len(weights[b]) ** params.popularity_beta
             result[a].append((b, similarity, len(common)))
     return {
@@ -159,14 +160,29 @@ def recommend(user_id, k, items, strength, params, genre=None, content_type=None
                 weight *= 0.5 ** (row["days_before_user_end"] / params.user_half_life_days)
             for neighbor_id, similarity, _ in lists.get(seed, []):
                 scores[neighbor_id] += weight * similarity
+    ranking = popularity(items, strength, params)
+    # the popularity prior: popularity_prior pseudo-items against the user's own
+    top_popularity = ranking[0][1] if ranking else 0.0
+    count_history = sum(1 for row in history.values() if row["strength"] > 0)
+    user_top = max(scores.values(), default=0.0) or 1.0
+    candidates = dict(scores)
+    if params.popularity_prior > 0 and count_history > 0:
+        for item_id, _, _ in [row for row in ranking if eligible(row[0])][:k]:
+            candidates.setdefault(item_id, 0.0)
+
+    def prior(item_id: str) -> float:
+        if params.popularity_prior <= 0 or count_history == 0 or top_popularity == 0:
+            return 0.0
+        share = next(score for other, score, _ in ranking if other == item_id) / top_popularity
+        return params.popularity_prior / count_history * user_top * share
+
     personal = sorted(
-        ((item_id, score) for item_id, score in scores.items() if eligible(item_id)),
-        key=lambda row: (-row[1], row[0]),
+        ((item_id, score, prior(item_id)) for item_id, score in candidates.items() if eligible(item_id)),
+        key=lambda row: (-(row[1] + row[2]), row[0]),
     )[:k]
-    chosen = {item_id for item_id, _ in personal}
-    fill = [
-        (item_id, score)
-        for item_id, score, _ in popularity(items, strength, params)
-        if eligible(item_id) and item_id not in chosen
+    chosen = {item_id for item_id, _, _ in personal}
+    fill = [(item_id, score) for item_id, score, _ in ranking if eligible(item_id) and item_id not in chosen]
+    picks = [
+        (i, p + q, "personalised" if p > 0 and p >= q else "popular") for i, p, q in personal
     ]
-    return ([(i, s, "personalised") for i, s in personal] + [(i, s, "popular") for i, s in fill])[:k]
+    return (picks + [(i, s, "popular") for i, s in fill])[:k]

@@ -189,9 +189,13 @@ def test_export_matches_recommend_and_covers_unknown_users(cli, tiny_dir, tmp_pa
     assert rows == expected
 
 
+PRIOR = engine.ModelParams(popularity_prior=3.0, support_shrinkage=10.0, similarity_normalisation=0.5)
+
+
+@pytest.mark.parametrize("params", [engine.ModelParams(), PRIOR], ids=["defaults", "prior"])
 @pytest.mark.parametrize("k", [4, 25])
 @pytest.mark.parametrize("seed", [3, 4])
-def test_recommend_all_equals_recommend_for_each_user(tmp_path, seed, k):
+def test_recommend_all_equals_recommend_for_each_user(tmp_path, seed, k, params):
     """At k = 25 (the whole catalogue) every list reaches the popular fill."""
     users, items, events = random_dataset(seed)
     # zero seconds give zero strength: z1's only item says nothing, z2's one item of two
@@ -202,7 +206,7 @@ def test_recommend_all_equals_recommend_for_each_user(tmp_path, seed, k):
     ]
     folder = write_dataset(tmp_path / "data", users, items, events)
     event_users = sorted({event[0] for event in events})  # recommend_all lists users with events
-    recommender = engine.Recommender(tmp_path / "recs.db", folder)
+    recommender = engine.Recommender(tmp_path / "recs.db", folder, params)
     con = duckdb.connect(str(tmp_path / "recs.db"), read_only=True)
     for genre in (None, "drama"):
         batch = con.execute(

@@ -19,6 +19,8 @@ PARAMS = [
     ),
     engine.ModelParams(similarity_history_cap=3, popularity_beta=0.3, strength_formula="binary"),
     engine.ModelParams(strength_formula="log_seconds"),
+    engine.ModelParams(support_shrinkage=20, similarity_normalisation=0.5, max_neighbors=200),
+    engine.ModelParams(similarity_normalisation=0.0, support_shrinkage=3, popularity_beta=0.5, user_weight_gamma=1),
     # plain cosine over whole histories: what test_cosine_is_symmetric_and_bounded checks
     engine.ModelParams(similarity_alpha=0.5, user_weight_gamma=0, similarity_history_cap=0, max_neighbors=50),
 ]
