@@ -329,16 +329,34 @@ def serve(
         api.serve(recommender, host, port)
 
 
+PARAM = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--param", help="Pin a model parameter, NAME=VALUE (repeatable); pinned builds do not tune."
+    ),
+]
+NO_TUNE = Annotated[
+    bool, typer.Option("--no-tune", help="Do not tune: reuse the last tuned parameters, else the defaults.")
+]
+
+
 @app.command()
-def build() -> None:
+def build(param: PARAM = None, no_tune: NO_TUNE = False) -> None:
     """(Re)build recs.db from the CSVs and summarise what was loaded and reported.
+
+    Without --param the build chooses the model's parameters itself: it tunes
+    them on a validation split of the data when the data is small enough
+    (see 'python cli.py tune'), else reuses the last tuned ones.
 
     Example: python cli.py --data-dir data build
     """
-    with reported_errors(), build_display() as progress:
+    with reported_errors():
+        params = engine.ModelParams.from_assignments(param) if param else None
         db = config.db_path(state.db)
-        report = engine.build(db, config.data_dir(state.data_dir), engine.ModelParams(), progress)
+        with build_display() as progress:
+            report = engine.build(db, config.data_dir(state.data_dir), params, progress, tune=False if no_tune else None)
     out.print(f"Built {db} in {report.seconds:.1f} s.")
+    print_params(report)
     table = Table(title="Loaded")
     table.add_column("table")
     table.add_column("rows", justify="right")
@@ -366,6 +384,61 @@ def build() -> None:
         table.add_column(column, justify="right" if column == "line" else "left")
     for issue in first:
         table.add_row(issue["file"], str(issue["line"]), issue["column_name"] or "", issue["problem"], issue["action"])
+    out.print(table)
+
+
+def print_params(report: engine.BuildReport) -> None:
+    """Which parameters the build used, why, and those that differ from the defaults."""
+    tuning = report.tuning
+    line = f"Model parameters: {report.params_source}"
+    if tuning is not None and tuning.trials:
+        first, best = tuning.trials[0], tuning.best
+        line += (
+            f" ({len(tuning.trials)} trials in {tuning.seconds:.1f} s; validation NDCG@10 "
+            f"{first.ndcg:.4f} with the defaults, {best.ndcg:.4f} chosen)"
+        )
+    out.print(line + ".")
+    changed = engine.ModelParams().changes_to(report.params)
+    if changed:
+        out.print("Differs from the defaults: " + ", ".join(f"{name}={value}" for name, value in changed.items()))
+
+
+@app.command()
+def tune(as_json: JSON = False) -> None:
+    """Tune the model's parameters on this data, build recs.db with them, and show every trial.
+
+    A validation split is carved from the events (the latest 20% of all, and
+    each user's latest 20%); a fixed plan tries one parameter at a time and
+    keeps what raises NDCG@10. The trials are stored in recs.db as
+    tuning_trials. A plain 'build' does the same on small data.
+
+    Example: python cli.py tune
+    """
+    with reported_errors():
+        db = config.db_path(state.db)
+        with build_display() as progress:
+            report = engine.build(db, config.data_dir(state.data_dir), None, progress, tune=True)
+    trials = report.tuning.trials if report.tuning else []
+    if as_json:
+        print_json({
+            "params_source": report.params_source,
+            "params": report.params.as_dict(),
+            "trials": [vars(trial) for trial in trials],
+        })
+        return
+    out.print(f"Built {db} in {report.seconds:.1f} s.")
+    print_params(report)
+    if not trials:
+        return
+    table = Table(title="Trials: NDCG@10 on the validation splits and their mean; * = kept as the best so far")
+    for column in ("#", "tried", "mean", "global", "user", "cover", "s", ""):
+        table.add_column(column, justify="left" if column in ("tried", "") else "right")
+    for trial in trials:
+        table.add_row(
+            str(trial.number), ", ".join(f"{k}={v}" for k, v in trial.changes.items()) or "(defaults)",
+            f"{trial.ndcg:.4f}", f"{trial.ndcg_by_split['global']:.4f}", f"{trial.ndcg_by_split['user']:.4f}",
+            f"{trial.coverage:.0%}", f"{trial.seconds:.1f}", "*" if trial.kept else "",
+        )
     out.print(table)
 
 

@@ -19,13 +19,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import duckdb
 
 from . import load, sqlfiles
 from .config import ModelParams
 from .db import configure, open_read_only
+from .errors import RecsError
+
+if TYPE_CHECKING:
+    from .tune import TuneResult
 
 Progress = Callable[[str], None]
 """Called with the name of each build step as it starts."""
@@ -35,20 +39,25 @@ TABLES_COUNTED = ("users", "items", "events", "user_item_strength", "item_neighb
 
 @dataclass
 class BuildReport:
-    """What a build loaded and what it reported."""
+    """What a build loaded, which parameters it used and why, and what it reported."""
 
     seconds: float
     rows: dict[str, int]
     issues_by_file: dict[str, int] = field(default_factory=dict)
     issues_by_problem: list[tuple[str, str, int]] = field(default_factory=list)
     events_of_unlisted_users: int = 0
+    params: ModelParams | None = None
+    params_source: str = "pinned"
+    """'pinned' (given), 'tuned' (on this data), or why tuning was skipped and what was used instead."""
+    tuning: "TuneResult | None" = None
 
 
-def fingerprint(folder: Path, params: ModelParams) -> str:
-    """A digest of everything a build depends on: the CSVs, the SQL and the parameters.
+def fingerprint(folder: Path) -> str:
+    """A digest of the data and code a build depends on: the CSVs, the SQL and DuckDB's version.
 
     A CSV counts by size, modification time and its first and last 64 KiB, so
-    checking freshness stays cheap at millions of rows.
+    checking freshness stays cheap at millions of rows. The parameters are
+    stored beside it (build_info.model_params) and compared apart.
     """
     digest = hashlib.sha256()
     for path in load.data_files(folder):
@@ -61,13 +70,21 @@ def fingerprint(folder: Path, params: ModelParams) -> str:
     for path in sqlfiles.build_files():
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
-    digest.update(json.dumps(params.as_dict(), sort_keys=True).encode())
     digest.update(duckdb.__version__.encode())
     return digest.hexdigest()
 
 
-def built_fingerprint(db: Path) -> str | None:
-    """The fingerprint stored in db, or None when db is missing or not a database we built."""
+@dataclass(frozen=True)
+class BuiltState:
+    """What a built recs.db says it was built from."""
+
+    fingerprint: str
+    params: dict
+    params_source: str
+
+
+def built_state(db: Path) -> BuiltState | None:
+    """The build_info of db, or None when db is missing or not a database we built."""
     if not db.exists():
         return None
     try:
@@ -75,12 +92,20 @@ def built_fingerprint(db: Path) -> str | None:
     except duckdb.Error:
         return None
     try:
-        row = con.execute("select value from recs.build_info where key = 'fingerprint'").fetchone()
-        return row[0] if row else None
-    except duckdb.Error:
+        info = dict(con.execute("select key, value from recs.build_info").fetchall())
+        return BuiltState(info["fingerprint"], json.loads(info["model_params"]), info.get("params_source", "pinned"))
+    except (duckdb.Error, KeyError, ValueError):
         return None
     finally:
         con.close()
+
+
+def is_fresh(state: BuiltState | None, wanted: str, params: ModelParams | None) -> bool:
+    """Whether a build in state answers for the data with fingerprint wanted and params
+    (None: whichever parameters the build chose)."""
+    if state is None or state.fingerprint != wanted:
+        return False
+    return params is None or state.params == params.as_dict()
 
 
 @contextmanager
@@ -96,25 +121,40 @@ def build_lock(db: Path) -> Iterator[None]:
 
 
 def ensure_built(
-    db: Path, folder: Path, params: ModelParams, progress: Progress | None = None
+    db: Path, folder: Path, params: ModelParams | None = None, progress: Progress | None = None
 ) -> BuildReport | None:
-    """Build db when it is missing or older than the CSVs; return the report, or None if fresh."""
-    wanted = fingerprint(folder, params)
-    if built_fingerprint(db) == wanted:
+    """Build db when it is missing, older than the CSVs or SQL, or built with other params.
+
+    params None accepts any parameters a build chose (tuned or not); a build
+    it starts chooses them as build() does. Returns the report, or None if fresh.
+    """
+    wanted = fingerprint(folder)
+    if is_fresh(built_state(db), wanted, params):
         return None
     with build_lock(db):
-        if built_fingerprint(db) == wanted:  # another process built it while we waited
+        if is_fresh(built_state(db), wanted, params):  # another process built it while we waited
             return None
         return _build_unlocked(db, folder, params, progress)
 
 
 def build(
-    db: Path, folder: Path, params: ModelParams, progress: Progress | None = None
+    db: Path,
+    folder: Path,
+    params: ModelParams | None = None,
+    progress: Progress | None = None,
+    tune: bool | None = None,
 ) -> BuildReport:
-    """Build db from the CSVs in folder, whatever state it is in."""
+    """Build db from the CSVs in folder, whatever state it is in.
+
+    params pins the model's parameters. Without them the build chooses:
+    it tunes on the data (engine/tune.py) when tune is True, or when tune
+    is None and the data has at most tune.MAX_EVENTS events; otherwise it
+    reuses the parameters the last build tuned (kept in db), else the
+    defaults. BuildReport.params_source says which.
+    """
     load.data_files(folder)
     with build_lock(db):
-        return _build_unlocked(db, folder, params, progress)
+        return _build_unlocked(db, folder, params, progress, tune)
 
 
 def load_into(con: duckdb.DuckDBPyConnection, folder: Path, progress: Progress | None = None) -> None:
@@ -136,13 +176,16 @@ def load_into(con: duckdb.DuckDBPyConnection, folder: Path, progress: Progress |
 
 
 def model_into(
-    con: duckdb.DuckDBPyConnection, params: ModelParams, progress: Progress | None = None, start_at: str = "20"
+    con: duckdb.DuckDBPyConnection,
+    params: ModelParams,
+    progress: Progress | None = None,
+    only: set[str] | None = None,
 ) -> None:
     """(Re)create model_params and the model tables from the tables load_into made.
 
-    start_at names the first sql/ file prefix to run: the tuner, having
-    changed only parameters that later files read (ModelParams.layer_of),
-    re-runs those files alone and reuses the tables before them.
+    only names the sql/ file prefixes to run (default: all). The tuner,
+    having changed parameters that only some files read, re-runs those
+    (layers_after) and reuses the tables of the others.
     """
     step = progress or (lambda name: None)
     values = params.as_dict()
@@ -151,7 +194,7 @@ def model_into(
     con.execute(f"create or replace table model_params as select {columns}", values)
     _keep_row_order(con, False)
     for path in sqlfiles.build_files(layer="model"):
-        if path.name[:2] < start_at:
+        if only is not None and path.name[:2] not in only:
             continue
         step(STEP_NAMES.get(path.name[:2], path.stem))
         sqlfiles.run_file(con, path)
@@ -161,6 +204,20 @@ def model_into(
             step("computing EASE weights")
             ease.ease_weights(con, l2=params.ease_lambda, max_neighbors=params.max_neighbors)
     _keep_row_order(con, True)
+
+
+LAYER_INPUTS = {"20": (), "30": ("20",), "40": ("20",), "45": ("40",), "50": ()}
+"""The model layers (sql/ file prefixes) whose tables each layer reads; 50 only stores macros."""
+
+
+def layers_after(changed: set[str]) -> set[str]:
+    """The changed layers and every layer that reads their tables, directly or not; 50 always."""
+    result = set(changed) | {"50"}
+    while True:
+        more = {layer for layer, inputs in LAYER_INPUTS.items() if result & set(inputs)} - result
+        if not more:
+            return result
+        result |= more
 
 
 EASE_AFTER = "40"
@@ -174,20 +231,25 @@ def _keep_row_order(con: duckdb.DuckDBPyConnection, keep: bool) -> None:
     con.execute(f"set preserve_insertion_order = {'true' if keep else 'false'}")
 
 
-def _build_unlocked(db: Path, folder: Path, params: ModelParams, progress: Progress | None) -> BuildReport:
+def _build_unlocked(
+    db: Path, folder: Path, params: ModelParams | None, progress: Progress | None, tune: bool | None = None
+) -> BuildReport:
     started = time.perf_counter()
-    wanted = fingerprint(folder, params)
+    wanted = fingerprint(folder)
+    previous = built_state(db)
     temp = db.with_name(f"{db.name}.building-{os.getpid()}")
     _remove(temp, Path(f"{temp}.wal"))
     con = duckdb.connect(str(temp))
     try:
         configure(con, spill_to=db.with_name(f"{db.name}.spill"))
         load_into(con, folder, progress)
-        model_into(con, params, progress)
+        chosen, source, tuning = _choose_params(con, params, previous, tune, progress)
+        model_into(con, chosen, progress)
         if progress:
             progress("saving")
         report = _report(con, time.perf_counter() - started)
-        _write_build_info(con, wanted, folder, params, report)
+        report.params, report.params_source, report.tuning = chosen, source, tuning
+        _write_build_info(con, wanted, folder, report)
         con.execute("checkpoint")
     except BaseException:
         con.close()
@@ -198,6 +260,34 @@ def _build_unlocked(db: Path, folder: Path, params: ModelParams, progress: Progr
     os.replace(temp, db)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _choose_params(
+    con: duckdb.DuckDBPyConnection,
+    params: ModelParams | None,
+    previous: BuiltState | None,
+    tune: bool | None,
+    progress: Progress | None,
+) -> tuple[ModelParams, str, "TuneResult | None"]:
+    """The parameters a build uses, why, and the tuning run behind them (see build())."""
+    from . import tune as tuning  # tune.py builds on this module
+
+    if params is not None:
+        return params, "pinned", None
+    events = con.execute("select count(*) from events").fetchone()[0]
+    if tune or (tune is None and events <= tuning.MAX_EVENTS):
+        result = tuning.tune(con, progress=progress)
+        tuning.store_trials(con, result)
+        if result.skipped:
+            return result.params, f"defaults ({result.skipped})", result
+        return result.params, "tuned", result
+    why = "tuning off" if tune is False else f"not tuned: {events:,} events > {tuning.MAX_EVENTS:,}"
+    if previous is not None and previous.params_source.startswith("tuned"):
+        try:
+            return ModelParams.from_dict(previous.params), f"tuned earlier ({why})", None
+        except RecsError:  # parameters of an older version of the model
+            pass
+    return ModelParams(), f"defaults ({why})", None
 
 
 STEP_NAMES = {
@@ -226,15 +316,14 @@ def _report(con: duckdb.DuckDBPyConnection, seconds: float) -> BuildReport:
     return BuildReport(seconds, rows, by_file, by_problem, unlisted)
 
 
-def _write_build_info(
-    con: duckdb.DuckDBPyConnection, wanted: str, folder: Path, params: ModelParams, report: BuildReport
-) -> None:
+def _write_build_info(con: duckdb.DuckDBPyConnection, wanted: str, folder: Path, report: BuildReport) -> None:
     info = {
         "fingerprint": wanted,
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "data_dir": str(folder.resolve()),
         "duckdb_version": duckdb.__version__,
-        "model_params": json.dumps(params.as_dict(), sort_keys=True),
+        "model_params": json.dumps(report.params.as_dict(), sort_keys=True),
+        "params_source": report.params_source,
         "build_seconds": f"{report.seconds:.2f}",
     }
     con.execute("create table build_info (key varchar primary key, value varchar not null)")

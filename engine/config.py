@@ -143,8 +143,28 @@ class ModelParams:
             )
         return cls(**values)
 
+    @classmethod
+    def from_assignments(cls, assignments: list[str], start: "ModelParams | None" = None) -> "ModelParams":
+        """start (default: the defaults) with NAME=VALUE assignments, each VALUE read as its parameter's type."""
+        values = (start or cls()).as_dict()
+        kinds = {spec.name: type(spec.default) for spec in fields(cls)}
+        for assignment in assignments:
+            name, equals, text = assignment.partition("=")
+            name, text = name.strip(), text.strip()
+            if not equals or not name:
+                raise BadArgument(f"a model parameter is set as NAME=VALUE, not {assignment!r}")
+            if name not in kinds:
+                cls.from_dict({name: None})  # the unknown-name message, with the known names
+            values[name] = _parsed(name, text, kinds[name])
+        return cls.from_dict(values)
+
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def changes_to(self, other: "ModelParams") -> dict:
+        """The parameters whose value in other differs from this one's, with other's values."""
+        mine, theirs = self.as_dict(), other.as_dict()
+        return {name: value for name, value in theirs.items() if mine[name] != value}
 
     def replace(self, **changes) -> "ModelParams":
         """A copy with some values changed (checked like any other)."""
@@ -173,6 +193,18 @@ def _checked(spec, value):
         bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
         raise BadArgument(f"model parameter {name} must be {bounds}, not {value!r}")
     return value
+
+
+def _parsed(name: str, text: str, kind: type):
+    """text as a value of kind, for parameter name."""
+    try:
+        if kind is bool:
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "yes")
+        return kind(text)
+    except ValueError:
+        raise BadArgument(f"model parameter {name} must be {_KIND_NAMES[kind]}, not {text!r}") from None
 
 
 _KIND_NAMES = {float: "a number", int: "a whole number", str: "text", bool: "true or false"}

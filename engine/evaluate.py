@@ -15,7 +15,7 @@ from pathlib import Path
 
 import duckdb
 
-from . import sqlfiles
+from . import sqlfiles, tune
 from .build import Progress, load_into, model_into
 from .config import ModelParams
 from .db import configure
@@ -27,10 +27,13 @@ SPLITS = ("global", "user")
 MOST_POPULAR = ModelParams(max_neighbors=0)
 """No neighbours: every list is the popular fill, watched items excluded."""
 
+TUNED = None
+"""In a models mapping: the parameters a build would choose, tuned on the training part only."""
 
-def default_models() -> dict[str, ModelParams]:
-    """The app's recommender next to the most-popular baseline."""
-    return {"recs (default)": ModelParams(), "most popular": MOST_POPULAR}
+
+def default_models() -> dict[str, ModelParams | None]:
+    """The app's recommender as a build makes it (self-tuned), with its defaults, and most-popular."""
+    return {"recs (tuned)": TUNED, "recs (defaults)": ModelParams(), "most popular": MOST_POPULAR}
 
 
 class Evaluation:
@@ -44,7 +47,8 @@ class Evaluation:
             raise BadArgument(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
         if not 0 < test_frac < 1:
             raise BadArgument(f"test_frac must be between 0 and 1, not {test_frac}")
-        self.split, self.test_frac = split, test_frac
+        self.split, self.test_frac, self.progress = split, test_frac, progress
+        self.tuned: tune.TuneResult | None = None
         self._scratch = tempfile.TemporaryDirectory(prefix="recs-eval-")
         self.con = duckdb.connect(str(Path(self._scratch.name) / "eval.db"))
         configure(self.con, spill_to=Path(self._scratch.name) / "spill")
@@ -58,9 +62,17 @@ class Evaluation:
             "select count(*) filter (where not is_test), count(*) filter (where is_test) from event_split"
         ).fetchone()
 
-    def fit(self, params: ModelParams) -> float:
-        """Build the model tables from the training events; returns the seconds it took."""
+    def fit(self, params: ModelParams | None) -> float:
+        """Build the model tables from the training events; returns the seconds it took.
+
+        params TUNED (None) tunes them first, as a build would, on a
+        validation split of the training events: the test events are never
+        seen. The choice is kept in self.tuned.
+        """
         started = time.perf_counter()
+        if params is TUNED:
+            self.tuned = tune.tune(self.con, progress=self.progress)
+            params = self.tuned.params
         model_into(self.con, params)
         return time.perf_counter() - started
 
@@ -80,8 +92,8 @@ class Evaluation:
             lists[user_id].append(item_id)
         return lists
 
-    def score(self, name: str, params: ModelParams, k: int = 10) -> Scores:
-        """Fit one model and score its top k."""
+    def score(self, name: str, params: ModelParams | None, k: int = 10) -> Scores:
+        """Fit one model (TUNED: tuned on the training part) and score its top k."""
         seconds = self.fit(params)
         return score(name, self.recommendations(k), self.relevant, k, self.catalogue_size, seconds)
 
@@ -101,10 +113,10 @@ def evaluate(
     split: str = "global",
     test_frac: float = 0.2,
     k: int = 10,
-    models: dict[str, ModelParams] | None = None,
+    models: dict[str, ModelParams | None] | None = None,
     progress: Progress | None = None,
 ) -> list[Scores]:
-    """Score each model (default: the app's and most-popular) on one split of folder."""
+    """Score each model (default: the app's, tuned and with its defaults, and most-popular) on one split of folder."""
     if k < 1:
         raise BadArgument(f"k must be at least 1, not {k}")
     with Evaluation(folder, split, test_frac, progress) as evaluation:

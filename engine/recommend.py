@@ -49,7 +49,7 @@ class Recommender:
         self.data_dir = config.data_dir(data_dir)
         self.build_report = None
         if auto_build:
-            self.build_report = ensure_built(self.db, self.data_dir, params or ModelParams(), progress)
+            self.build_report = ensure_built(self.db, self.data_dir, params, progress)
         self.database = ReadOnlyDatabase(self.db)
 
     def popular(self, k: int = 10, genre: str | None = None, content_type: str | None = None) -> PopularList:

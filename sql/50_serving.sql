@@ -131,15 +131,6 @@ with eligible as (
     from popular_eligible(only_genre, only_content_type) as popular_items
 ),
 
-user_top as (
-    -- each user's best personal score: the scale of their popularity prior
-    select
-        candidate_scores.user_key,
-        max(candidate_scores.score) as user_top_score
-    from candidate_scores
-    group by candidate_scores.user_key
-),
-
 neighbour_candidates as (
     select candidate_scores.*
     from candidate_scores
@@ -179,7 +170,11 @@ candidates as (
         coalesce(neighbour_candidates.item_key, popular_candidates.item_key) as item_key,
         coalesce(neighbour_candidates.score, 0) as personal_score,
         neighbour_candidates.because_key,
-        neighbour_candidates.count_because
+        neighbour_candidates.count_because,
+        -- the user's best personal score among what may be shown: the scale of their prior
+        max(coalesce(neighbour_candidates.score, 0)) over (
+            partition by coalesce(neighbour_candidates.user_key, popular_candidates.user_key)
+        ) as user_top_score
     from neighbour_candidates
     full outer join popular_candidates
         on popular_candidates.user_key = neighbour_candidates.user_key
@@ -191,13 +186,12 @@ scored as (
         candidates.*,
         eligible.viewers,
         prior_score(
-            eligible.relative_score, user_top.user_top_score, user_keys.count_history, model_params.popularity_prior
+            eligible.relative_score, candidates.user_top_score, user_keys.count_history, model_params.popularity_prior
         ) as prior
     from candidates
     cross join model_params
     join eligible on eligible.item_key = candidates.item_key
     join user_keys on user_keys.user_key = candidates.user_key
-    left join user_top on user_top.user_key = candidates.user_key
 ),
 
 personal_ranked as (
@@ -339,9 +333,7 @@ neighbour_scores as (
 ),
 
 evidence as (
-    select
-        user_keys.count_history,
-        (select max(neighbour_scores.personal_score) from neighbour_scores) as user_top_score
+    select user_keys.count_history
     from user_keys
     where user_keys.user_key = user_key_of(for_user)
 ),
@@ -370,20 +362,34 @@ candidates as (
     full outer join popular_candidates on popular_candidates.item_key = neighbour_scores.item_key
 ),
 
-picks as (
+eligible_candidates as (
     select
         candidates.*,
         item.viewers,
-        prior_score(item.relative_score, evidence.user_top_score, evidence.count_history, model_params.popularity_prior)
-            as prior,
-        candidates.personal_score + prior as score
+        item.relative_score,
+        evidence.count_history,
+        -- the user's best personal score among what may be shown: the scale of their prior
+        max(candidates.personal_score) over () as user_top_score
     from candidates
     cross join evidence
-    cross join model_params
     join item_popularity as item on item.item_key = candidates.item_key
     where matches_filters(item.genre, item.content_type, only_genre, only_content_type)
         and candidates.item_key not in (select item_key from user_excluded(for_user))
-    order by score desc, candidates.item_key  -- item_key follows item_id order
+),
+
+picks as (
+    select
+        eligible_candidates.*,
+        prior_score(
+            eligible_candidates.relative_score,
+            eligible_candidates.user_top_score,
+            eligible_candidates.count_history,
+            model_params.popularity_prior
+        ) as prior,
+        eligible_candidates.personal_score + prior as score
+    from eligible_candidates
+    cross join model_params
+    order by score desc, eligible_candidates.item_key  -- item_key follows item_id order
     limit top_k
 )
 

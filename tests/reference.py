@@ -164,11 +164,11 @@ def recommend(user_id, k, items, strength, params, genre=None, content_type=None
     # the popularity prior: popularity_prior pseudo-items against the user's own
     top_popularity = ranking[0][1] if ranking else 0.0
     count_history = sum(1 for row in history.values() if row["strength"] > 0)
-    user_top = max(scores.values(), default=0.0) or 1.0
-    candidates = dict(scores)
+    candidates = {item_id: score for item_id, score in scores.items() if eligible(item_id)}
     if params.popularity_prior > 0 and count_history > 0:
         for item_id, _, _ in [row for row in ranking if eligible(row[0])][:k]:
             candidates.setdefault(item_id, 0.0)
+    user_top = max(candidates.values(), default=0.0) or 1.0  # the best personal score that may be shown
 
     def prior(item_id: str) -> float:
         if params.popularity_prior <= 0 or count_history == 0 or top_popularity == 0:
@@ -177,7 +177,7 @@ def recommend(user_id, k, items, strength, params, genre=None, content_type=None
         return params.popularity_prior / count_history * user_top * share
 
     personal = sorted(
-        ((item_id, score, prior(item_id)) for item_id, score in candidates.items() if eligible(item_id)),
+        ((item_id, score, prior(item_id)) for item_id, score in candidates.items()),
         key=lambda row: (-(row[1] + row[2]), row[0]),
     )[:k]
     chosen = {item_id for item_id, _, _ in personal}

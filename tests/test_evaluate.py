@@ -148,7 +148,7 @@ def test_evaluate_command_prints_both_models(cli, tmp_path):
     assert result.exit_code == 0, result.stderr
     payload = json.loads(result.stdout)
     assert payload["split"] == "user" and payload["k"] == 5
-    assert [r["model"] for r in payload["results"]] == ["recs (default)", "most popular"]
+    assert [r["model"] for r in payload["results"]] == ["recs (tuned)", "recs (defaults)", "most popular"]
     assert all(0 <= r["ndcg"] <= 1 and r["users"] > 0 for r in payload["results"])
     assert not (tmp_path / "recs.db").exists()  # evaluation never touches recs.db
 

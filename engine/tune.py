@@ -1,0 +1,273 @@
+"""Self-tuning: the model finds its own parameters on the data it is given.
+
+A validation split is carved out of the events at hand (in a build: all of
+them; in `evaluate`: the training part only, never the test part), once per
+split kind, each in its own in-memory catalog attached to the same DuckDB
+connection, so the CSVs are read and validated once. A fixed plan then
+tries one parameter at a time (coordinate search), keeping a value when it
+beats the best so far on the mean NDCG@k over the validation splits by more
+than MIN_GAIN. A trial re-runs only the sql/ files that read what it
+changed (ModelParams.layer_of), so most trials reuse the item-pair
+self-join. Every trial is kept: the build stores them as `tuning_trials`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import duckdb
+
+from . import sqlfiles
+from .build import Progress, layers_after, model_into
+from .config import ModelParams
+from .metrics import score
+
+SPLITS = ("global", "user")
+"""Validation splits, like evaluate's: the future of everyone, and each user's latest."""
+VALIDATION_FRAC = 0.2
+K = 10
+MIN_VALIDATION_USERS = 50
+"""Fewer evaluated users than this in a split: too little to tell parameters apart."""
+MIN_GAIN = 0.005
+"""A value is kept only when it beats the best mean NDCG by this share (0.5%): noise is not chased."""
+MAX_EVENTS = 1_000_000
+"""Above this many events a plain build does not tune (its time grows with the data)."""
+BUDGET_SECONDS = 60.0
+"""After this long a tuning run starts no more trials but the last step's; what it found is kept."""
+EASE_MIN_NEIGHBORS = 100
+"""EASE trials keep at least this many neighbours: its weights spread over more items than cosine's."""
+
+# The plan: (what a step tries, the values tried), in order. Each value is a
+# dict of parameter changes. The popularity prior and trending popularity
+# come first (on sparse data they matter most, and their trials reuse every
+# table but popularity), then the scoring of pairs (reusing the pair join),
+# then the join's own weighting, the signal, and EASE; the prior is tried
+# again last, as the best weight of popularity depends on the rest. Fixed,
+# so a build on the same data makes the same choice.
+PRIORS = (0.0, 1.0, 3.0, 10.0, 30.0)
+PLAN: list[tuple[str, list[dict]]] = [
+    ("popularity_prior", [{"popularity_prior": v} for v in PRIORS]),
+    ("trending_half_life_days", [{"trending_half_life_days": v} for v in (0.0, 7.0, 30.0, 90.0)]),
+    ("support_shrinkage", [{"support_shrinkage": v} for v in (0.0, 5.0, 20.0, 100.0)]),
+    ("similarity_normalisation", [{"similarity_normalisation": v} for v in (1.0, 0.5, 0.0)]),
+    ("similarity_alpha", [{"similarity_alpha": v} for v in (0.5, 0.6, 0.8)]),
+    ("popularity_beta", [{"popularity_beta": v} for v in (0.0, 0.1, 0.25)]),
+    ("user_weight_gamma", [{"user_weight_gamma": v} for v in (0.0, 0.25, 0.5, 1.0)]),
+    ("max_neighbors", [{"max_neighbors": v} for v in (20, 50, 100)]),
+    ("strength_formula", [{"strength_formula": v} for v in ("log_views", "binary")]),
+    ("neighbor_model", [{"neighbor_model": "cosine"}] + [
+        {"neighbor_model": "ease", "ease_lambda": v} for v in (100.0, 500.0, 2000.0)
+    ]),
+    ("popularity_prior", [{"popularity_prior": v} for v in PRIORS]),
+]
+
+
+@dataclass
+class Trial:
+    """One set of parameters scored on the validation splits."""
+
+    number: int
+    step: str
+    changes: dict
+    params: dict
+    ndcg: float
+    recall: float
+    coverage: float
+    ndcg_by_split: dict
+    seconds: float
+    kept: bool = False
+
+
+@dataclass
+class TuneResult:
+    """The chosen parameters and how they were found (skipped: why no tuning happened)."""
+
+    params: ModelParams
+    trials: list[Trial] = field(default_factory=list)
+    seconds: float = 0.0
+    skipped: str | None = None
+    stopped_early: bool = False
+
+    @property
+    def best(self) -> Trial | None:
+        kept = [trial for trial in self.trials if trial.kept]
+        return kept[-1] if kept else None
+
+
+class Validation:
+    """One validation split of the current catalog's events, in its own in-memory catalog."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, source: str, split: str, number: int):
+        self.con, self.split = con, split
+        self.catalog = f"tuning_{split}_{number}"
+        con.execute(f'attach \':memory:\' as "{self.catalog}"')
+        con.execute(f'use "{self.catalog}"')
+        con.execute("set preserve_insertion_order = false")
+        for path in sqlfiles.build_files(layer="schema"):
+            sqlfiles.run_file(con, path)
+        for table in ("users", "items", "events"):
+            con.execute(f'create table {table} as select * from "{source}".main.{table}')
+        sqlfiles.run_file(
+            con, sqlfiles.SQL_DIR / "evaluation.sql", {"split": split, "test_frac": VALIDATION_FRAC}
+        )
+        self.relevant: dict[str, set[str]] = defaultdict(set)
+        for user_id, item_id in con.execute("select user_id, item_id from relevant_items").fetchall():
+            self.relevant[user_id].add(item_id)
+        self.catalogue_size = con.execute("select count(*) from items").fetchone()[0]
+
+    def fit_and_score(self, params: ModelParams, layers: set[str] | None) -> tuple[float, float, float]:
+        """(NDCG, recall, coverage) at K of params, re-running only the given sql/ layers (None = all)."""
+        self.con.execute(f'use "{self.catalog}"')
+        model_into(self.con, params, only=layers)
+        lists: dict[str, list[str]] = defaultdict(list)
+        rows = self.con.execute(
+            """
+            select user_id, item_id
+            from recommend_all($k)
+            where user_id in (select user_id from relevant_items)
+            order by user_id, rank
+            """,
+            {"k": K},
+        ).fetchall()
+        for user_id, item_id in rows:
+            lists[user_id].append(item_id)
+        result = score(self.split, lists, self.relevant, K, self.catalogue_size)
+        return result.ndcg, result.recall, result.coverage
+
+    def close(self, source: str) -> None:
+        self.con.execute(f'use "{source}"')
+        self.con.execute(f'detach "{self.catalog}"')
+
+
+def tune(
+    con: duckdb.DuckDBPyConnection,
+    start: ModelParams | None = None,
+    budget_seconds: float = BUDGET_SECONDS,
+    progress: Progress | None = None,
+    ease_items_limit: int | None = None,
+) -> TuneResult:
+    """Choose model parameters for the users, items and events of con's current catalog.
+
+    Returns start (default: the defaults) unchanged, with the reason in
+    .skipped, when a validation split has fewer than MIN_VALIDATION_USERS
+    users to score.
+    """
+    started = time.perf_counter()
+    step = progress or (lambda name: None)
+    current = start or ModelParams()
+    source = con.execute("select current_database()").fetchone()[0]
+    step("tuning: carving validation splits")
+    validations: list[Validation] = []
+    try:
+        for number, split in enumerate(SPLITS):
+            validations.append(Validation(con, source, split, number))
+        too_few = [v for v in validations if len(v.relevant) < MIN_VALIDATION_USERS]
+        if too_few:
+            counts = ", ".join(f"{v.split} split {len(v.relevant)}" for v in validations)
+            return TuneResult(
+                current, seconds=time.perf_counter() - started,
+                skipped=f"too little data to tune: validation users {counts} (at least {MIN_VALIDATION_USERS} each)",
+            )
+        if ease_items_limit is None:
+            from .ease import MAX_EASE_ITEMS as ease_items_limit
+        catalogue = validations[0].catalogue_size
+        result = TuneResult(current)
+
+        def run(step_name: str, changes: dict, params: ModelParams, layers: set[str] | None) -> Trial:
+            trial_started = time.perf_counter()
+            scores = [validation.fit_and_score(params, layers) for validation in validations]
+            trial = Trial(
+                number=len(result.trials) + 1,
+                step=step_name,
+                changes=changes,
+                params=params.as_dict(),
+                ndcg=sum(s[0] for s in scores) / len(scores),
+                recall=sum(s[1] for s in scores) / len(scores),
+                coverage=sum(s[2] for s in scores) / len(scores),
+                ndcg_by_split={v.split: s[0] for v, s in zip(validations, scores)},
+                seconds=time.perf_counter() - trial_started,
+            )
+            result.trials.append(trial)
+            return trial
+
+        step("tuning: trial 1 (the starting point)")
+        best = run("start", {}, current, None)
+        best.kept = True
+        fitted = current  # what the validation catalogs' tables were last built with
+        for position, (step_name, options) in enumerate(PLAN):
+            last = position == len(PLAN) - 1  # the prior's re-check is cheap: it always runs
+            for changes in options:
+                if time.perf_counter() - started > budget_seconds and not last:
+                    result.stopped_early = True
+                    break
+                candidate = _apply(current, changes)
+                if candidate == current or candidate.as_dict() in [t.params for t in result.trials]:
+                    continue
+                if candidate.neighbor_model == "ease" and catalogue > ease_items_limit:
+                    continue
+                step(f"tuning: trial {len(result.trials) + 1}, {step_name} {_describe(changes)}")
+                trial = run(step_name, changes, candidate, _layers_between(fitted, candidate))
+                fitted = candidate
+                if trial.ndcg > best.ndcg * (1 + MIN_GAIN):
+                    trial.kept, best, current = True, trial, candidate
+        result.params = current
+        result.seconds = time.perf_counter() - started
+        return result
+    finally:
+        for validation in validations:
+            validation.close(source)
+
+
+def _apply(params: ModelParams, changes: dict) -> ModelParams:
+    """params with changes; EASE keeps at least EASE_MIN_NEIGHBORS neighbours."""
+    candidate = params.replace(**changes)
+    if candidate.neighbor_model == "ease" and candidate.max_neighbors < EASE_MIN_NEIGHBORS:
+        candidate = candidate.replace(max_neighbors=EASE_MIN_NEIGHBORS)
+    return candidate
+
+
+def _layers_between(before: ModelParams, after: ModelParams) -> set[str]:
+    """The sql/ layers to re-run to go from a model built with before to one with after."""
+    old, new = before.as_dict(), after.as_dict()
+    changed = [name for name in new if new[name] != old[name]]
+    return layers_after({ModelParams.layer_of(name) for name in changed})
+
+
+def _describe(changes: dict) -> str:
+    return ", ".join(f"{name}={value}" for name, value in changes.items())
+
+
+def store_trials(con: duckdb.DuckDBPyConnection, result: TuneResult) -> None:
+    """Write tuning_trials (one row per trial) into con's current catalog."""
+    con.execute(
+        """
+        create or replace table tuning_trials (
+            trial integer primary key,
+            step varchar not null,
+            changes varchar not null,      -- JSON: what this trial changed from the best so far
+            params varchar not null,       -- JSON: every parameter of the trial
+            ndcg double not null,          -- mean NDCG@10 over the validation splits
+            recall double not null,
+            coverage double not null,
+            ndcg_global double,
+            ndcg_user double,
+            seconds double not null,
+            kept boolean not null          -- became the best so far
+        )
+        """
+    )
+    if not result.trials:  # tuning skipped: the table stays, empty
+        return
+    con.executemany(
+        "insert into tuning_trials values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                t.number, t.step, json.dumps(t.changes), json.dumps(t.params, sort_keys=True), t.ndcg, t.recall,
+                t.coverage, t.ndcg_by_split.get("global"), t.ndcg_by_split.get("user"), t.seconds, t.kept,
+            )
+            for t in result.trials
+        ],
+    )

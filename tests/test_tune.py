@@ -1,0 +1,184 @@
+"""Self-tuning: the tuner's choice on data whose answer is known, what a build stores, and the
+reuse of tables between trials."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import datetime, timedelta
+
+import duckdb
+import pytest
+
+import engine
+from conftest import random_dataset, write_dataset
+from engine import tune
+from engine.build import layers_after, load_into, model_into
+from engine.config import ModelParams
+
+
+def hits_dataset(seed: int = 7):
+    """300 users who each watch 6 random niche items early, then 2 of the 10 hits late.
+
+    Which niche items go together is noise, so item similarity cannot predict
+    the held-out (latest) watches; popularity can: the tuner must turn the
+    popularity prior on.
+    """
+    rng = random.Random(seed)
+    items = [(f"i{n}", f"Title {n}", "movie", "drama" if n % 2 else "comedy") for n in range(1, 81)]
+    users = [(f"u{n}", 30, "F", "Jakarta") for n in range(1, 301)]
+    start = datetime(2026, 1, 1)
+    events = []
+    for user_id, *_ in users:
+        for item_id in rng.sample([item[0] for item in items[10:]], 6):
+            moment = start + timedelta(days=rng.uniform(0, 60))
+            events.append((user_id, item_id, "play", 5400, moment.isoformat() + "Z"))
+        hits = rng.choices([f"i{n}" for n in range(1, 11)], weights=[1 / n for n in range(1, 11)], k=4)
+        for item_id in dict.fromkeys(hits):
+            moment = start + timedelta(days=rng.uniform(70, 90))
+            events.append((user_id, item_id, "play", 5400, moment.isoformat() + "Z"))
+    return users, items, events
+
+
+@pytest.fixture(scope="module")
+def tuned_build(tmp_path_factory):
+    """recs.db built from hits_dataset with no parameters pinned: the build tunes."""
+    folder = write_dataset(tmp_path_factory.mktemp("tune") / "data", *hits_dataset())
+    db = folder.parent / "recs.db"
+    report = engine.build(db, folder)
+    return db, folder, report
+
+
+def test_a_plain_build_tunes_and_picks_popularity_where_similarity_is_noise(tuned_build):
+    _, _, report = tuned_build
+    assert report.params_source == "tuned"
+    assert report.params.popularity_prior > 0
+    first, best = report.tuning.trials[0], report.tuning.best
+    assert first.changes == {} and first.params == ModelParams().as_dict()
+    assert best.ndcg > first.ndcg * 1.2  # the prior is worth a lot here
+    assert best.params == report.params.as_dict()
+
+
+def test_trials_are_stored_and_queryable(tuned_build):
+    db, _, report = tuned_build
+    with duckdb.connect(str(db), read_only=True) as con:
+        rows = con.execute("select trial, changes, ndcg, kept from tuning_trials order by trial").fetchall()
+        info = dict(con.execute("select key, value from build_info").fetchall())
+        stored = con.execute("select popularity_prior from model_params").fetchone()[0]
+    assert [row[0] for row in rows] == list(range(1, len(report.tuning.trials) + 1))
+    assert json.loads(rows[0][1]) == {}
+    kept = [row for row in rows if row[3]]
+    assert max(row[2] for row in kept) == pytest.approx(report.tuning.best.ndcg)
+    assert info["params_source"] == "tuned"
+    assert json.loads(info["model_params"]) == report.params.as_dict()
+    assert stored == report.params.popularity_prior
+
+
+def test_every_trial_is_tried_once_and_kept_only_when_it_gains(tuned_build):
+    trials = tuned_build[2].tuning.trials
+    assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == len(trials)
+    best = trials[0].ndcg
+    for trial in trials[1:]:
+        assert trial.kept == (trial.ndcg > best * (1 + tune.MIN_GAIN))
+        if trial.kept:
+            best = trial.ndcg
+
+
+def test_a_later_build_without_tuning_reuses_the_tuned_parameters(tuned_build, tmp_path):
+    db, folder, report = tuned_build
+    copy = tmp_path / "recs.db"
+    copy.write_bytes(db.read_bytes())
+    again = engine.build(copy, folder, tune=False)
+    assert again.params == report.params
+    assert again.params_source == "tuned earlier (tuning off)"
+
+
+def test_a_query_accepts_a_tuned_build_without_rebuilding(tuned_build):
+    db, folder, _ = tuned_build
+    recommender = engine.Recommender(db, folder)
+    assert recommender.build_report is None
+    picks = recommender.recommend("u1", k=3)
+    recommender.close()
+    assert [pick.source for pick in picks.items] == ["popular"] * 3  # popularity won on this data
+
+
+def test_too_little_data_keeps_the_defaults_and_says_why(tmp_path):
+    folder = write_dataset(tmp_path / "data", *random_dataset(5))
+    report = engine.build(tmp_path / "recs.db", folder)
+    assert report.params == ModelParams()
+    assert report.params_source.startswith("defaults (too little data to tune: validation users global split")
+
+
+def test_pinned_parameters_are_never_tuned(tmp_path):
+    folder = write_dataset(tmp_path / "data", *hits_dataset())
+    pinned = ModelParams(max_neighbors=7)
+    report = engine.build(tmp_path / "recs.db", folder, pinned)
+    assert report.params == pinned and report.params_source == "pinned" and report.tuning is None
+
+
+def test_the_budget_stops_the_plan_but_runs_the_last_step(tmp_path):
+    folder = write_dataset(tmp_path / "data", *hits_dataset())
+    with duckdb.connect(str(tmp_path / "t.db")) as con:
+        load_into(con, folder)
+        result = tune.tune(con, budget_seconds=0)
+    assert result.stopped_early
+    assert [t.step for t in result.trials] == ["start"] + ["popularity_prior"] * (len(tune.PRIORS) - 1)
+
+
+# --- trials reuse tables: a partial re-run must equal a full one -------------------------
+
+MODEL_TABLES = {
+    "user_item_strength": "user_key, item_key",
+    "item_popularity": "item_key",
+    "item_pairs": "item_a, item_b",
+    "neighbor_lists": "item_key",
+}
+
+
+def rounded(value):
+    """value with every float rounded to 9 significant digits: parallel sums differ in the last bits."""
+    if isinstance(value, float):
+        return float(f"{value:.9g}")
+    if isinstance(value, (list, tuple)):
+        return type(value)(rounded(part) for part in value)
+    if isinstance(value, dict):
+        return {key: rounded(part) for key, part in value.items()}
+    return value
+
+
+def snapshot(con) -> dict:
+    return {
+        table: rounded(con.execute(f"select * from {table} order by {key}").fetchall())
+        for table, key in MODEL_TABLES.items()
+    }
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"popularity_prior": 3.0},
+        {"trending_half_life_days": 7.0},
+        {"support_shrinkage": 5.0, "max_neighbors": 5},
+        {"user_weight_gamma": 1.0},
+        {"strength_formula": "binary"},
+    ],
+    ids=lambda change: ",".join(change),
+)
+def test_re_running_only_the_layers_a_change_reads_equals_a_full_build(tmp_path, change):
+    folder = write_dataset(tmp_path / "data", *random_dataset(11))
+    before, after = ModelParams(), ModelParams().replace(**change)
+    with duckdb.connect(str(tmp_path / "t.db")) as con:
+        load_into(con, folder)
+        model_into(con, before)
+        model_into(con, after, only=layers_after({ModelParams.layer_of(name) for name in change}))
+        partial = snapshot(con)
+        model_into(con, after)
+        assert snapshot(con) == partial
+
+
+def test_every_model_file_has_a_layer_entry():
+    from engine import sqlfiles
+    from engine.build import LAYER_INPUTS
+
+    assert {path.name[:2] for path in sqlfiles.build_files(layer="model")} == set(LAYER_INPUTS)
+    assert {ModelParams.layer_of(name) for name in ModelParams().as_dict()} <= set(LAYER_INPUTS)
