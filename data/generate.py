@@ -28,14 +28,30 @@ Row order: runs of up to SORT_LIMIT events (the bundled preset) write
 events.csv sorted by timestamp. Larger runs stream one user at a time to keep
 memory flat: users in id order, each user's events in time order.
 
+Rated presets (sparse, longtail) model a ratings log instead, for look-alikes
+of real datasets (benchmarks/lookalikes.py): all items are movies with one
+genre, users have no age, gender or region, a user rates an item once
+(event_type "play", watch_seconds = rating x a constant), items have release
+dates and popularity that decays after release (a few evergreen items), users
+are active over a lognormal span of days, and a rating is a mean plus the
+item's quality, the user's bias, a bonus when the genre is one of the user's
+and noise. See RATED for each preset's settings.
+* sparse: 16,554 users, 10,506 items, 100,000 ratings 0-10 (x 600 s) over a
+  year; a few ratings per user; new releases drive popularity.
+* longtail: 610 users, 9,742 items, 100,836 ratings 0.5-5 (x 1200 s) over six
+  years; at least 20 ratings per user, heavy-tailed; a long tail of items.
+
 Usage: python data/generate.py [--out DIR] [--users N] [--items M]
-       [--events E] [--seed S] [--preset bundled|1m|10m]
+       [--events E] [--seed S] [--preset bundled|1m|10m|sparse|longtail]
 """
 
 import argparse
+import bisect
 import csv
 import datetime
+import heapq
 import itertools
+import math
 import sys
 import time
 from collections import Counter
@@ -46,6 +62,8 @@ PRESETS = {  # name: (users, items, events)
     "bundled": (1_500, 400, 45_000),
     "1m": (20_000, 5_000, 1_000_000),
     "10m": (200_000, 20_000, 10_000_000),
+    "sparse": (16_554, 10_506, 100_000),
+    "longtail": (610, 9_742, 100_836),
 }
 DEFAULT_SEED = 2026
 SORT_LIMIT = 500_000  # up to this many events, events.csv is sorted by time
@@ -485,11 +503,179 @@ def generate(args):
     write_events(args.out / "events.csv", chunks(), args.events <= SORT_LIMIT)
 
 
+RATED = {  # rated presets: the ratings-log model (generate_rated) and its settings
+    "sparse": {
+        "start": datetime.date(2025, 11, 1), "days": 365, "bucket_days": 7,
+        "back_share": 0.25, "back_days": 1500,  # share of the catalogue released before the window
+        "decay_days": 45, "floor": 0.12, "evergreen_share": 0.04,  # appeal = floor + exp(-age / decay)
+        "sampler": "draws", "zipf": 0.9, "zipf_offset": 0, "tries": 50,  # draws: one event at a time
+        "min_events": 1, "count_sigma": 1.0, "max_events": 1500,
+        "span_median_days": 140, "span_sigma": 1.3,  # a user's active span (lognormal)
+        "rating": (0, 10, 1), "seconds_per_point": 600,  # (lowest, highest, step)
+        "mean": 6.0, "quality_sd": 1.2, "user_sd": 1.0, "match": 1.5, "noise_sd": 1.5,
+    },
+    "longtail": {
+        "start": datetime.date(2013, 1, 1), "days": 6 * 365, "bucket_days": 30,
+        "back_share": 1.0, "back_days": 20 * 365,  # the keys sampler has no drift: release dates unused
+        "decay_days": 365, "floor": 0.3, "evergreen_share": 0.0,
+        "sampler": "keys", "taste_boost": 4.0, "zipf": 1.5, "zipf_offset": 50, "tries": 50,
+        "min_events": 20, "count_sigma": 1.4, "max_events": 2700,
+        "span_median_days": 60, "span_sigma": 2.0,
+        "rating": (0.5, 5.0, 0.5), "seconds_per_point": 1200,
+        "mean": 3.5, "quality_sd": 0.45, "user_sd": 0.4, "match": 0.4, "noise_sd": 0.7,
+    },
+}
+MOVIE_GENRES = [GENRES.index(g) for g in GENRE_MIX["movie"]]
+
+
+def rated_counts(rng, n_users, n_events, low, high, sigma):
+    """Ratings per user: low + a lognormal share, at most high, summing to n_events."""
+    raw = [rng.lognormvariate(0.0, sigma) for _ in range(n_users)]
+    scale = (n_events - n_users * low) / sum(raw)
+    counts = [min(high, low + int(r * scale)) for r in raw]
+    cum = cumulative(raw)
+    diff = n_events - sum(counts)
+    while diff:
+        step = 1 if diff > 0 else -1
+        for user in rng.choices(range(n_users), cum_weights=cum, k=abs(diff)):
+            if low <= counts[user] + step <= high:
+                counts[user] += step
+                diff -= step
+    return counts
+
+
+def rated_tables(cfg, genre_idx, base, release, evergreen):
+    """Per time bucket: (global table, {genre: table}); a table is (items, cum_weights) of released items."""
+    buckets = []
+    n_buckets = -(-cfg["days"] // cfg["bucket_days"])
+    for b in range(n_buckets):
+        end = min(cfg["days"], (b + 1) * cfg["bucket_days"])
+        middle = (b + 0.5) * cfg["bucket_days"]
+        weights = {}
+        for item, released in enumerate(release):
+            if released >= end:
+                continue
+            age = max(0.0, middle - released)
+            appeal = 1.0 if evergreen[item] else cfg["floor"] + math.exp(-age / cfg["decay_days"])
+            weights[item] = base[item] * appeal
+        per_genre = {}
+        for item, weight in weights.items():
+            per_genre.setdefault(genre_idx[item], ([], []))
+            items, w = per_genre[genre_idx[item]]
+            items.append(item)
+            w.append(weight)
+        buckets.append(((list(weights), cumulative(weights.values())),
+                        {g: (items, cumulative(w)) for g, (items, w) in per_genre.items()}))
+    return buckets
+
+
+def rating_line(cfg, user, item_id, rating, when, start):
+    """One events.csv row and its sort key (seconds since the window start)."""
+    seconds = int(when * 86400)
+    stamp = (start + datetime.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return seconds, f"u{user},{item_id},play,{round(rating * cfg['seconds_per_point'])},{stamp}\n"
+
+
+def rate(rng, cfg, quality, bias, matches):
+    """A rating: mean + item quality + user bias + genre match bonus + noise, on the preset's scale."""
+    low, high, step = cfg["rating"]
+    match = cfg["match"] if matches else -cfg["match"] / 2
+    raw = cfg["mean"] + quality + bias + match + rng.gauss(0.0, cfg["noise_sd"])
+    return min(high, max(low, round(raw / step) * step))
+
+
+def keyed_user_rows(rng, cfg, user, n, genres, bias, arrival, span, genre_idx, base, quality, item_ids, start):
+    """One user's n distinct items drawn at once with weighted keys (Efraimidis-Spirakis), no drift.
+
+    An item's weight is its popularity times TASTE_BOOST when its genre is one of
+    the user's, so a heavy user's history reaches deep into the long tail instead
+    of piling more draws onto the head.
+    """
+    rnd = rng.random
+    boost = cfg["taste_boost"]
+    liked = set(genres)
+    keys = [math.log(1.0 - rnd()) / (w * (boost if g in liked else 1.0)) for w, g in zip(base, genre_idx)]
+    chosen = heapq.nlargest(n, range(len(base)), key=keys.__getitem__)
+    rng.shuffle(chosen)
+    times = sorted(arrival + rnd() * span for _ in range(n))
+    return [rating_line(cfg, user, item_ids[item], rate(rng, cfg, quality[item], bias, genre_idx[item] in liked),
+                        when, start) for item, when in zip(chosen, times)]
+
+
+def generate_rated(args):
+    """A ratings log (preset sparse or longtail): see RATED and the module docstring."""
+    cfg = RATED[args.preset]
+    rng = Random(args.seed)
+    rnd, gauss = rng.random, rng.gauss
+    args.out.mkdir(parents=True, exist_ok=True)
+    n_users, n_items = args.users, args.items
+    mix = GENRE_MIX["movie"]
+    genre_idx = [GENRES.index(g) for g in rng.choices(list(mix), weights=list(mix.values()), k=n_items)]
+    titles = make_titles(rng, n_items)
+    ranks = list(range(1, n_items + 1))
+    rng.shuffle(ranks)
+    base = [1.0 / (rank + cfg["zipf_offset"]) ** cfg["zipf"] for rank in ranks]  # Zipf-Mandelbrot
+    release = [-rnd() * cfg["back_days"] if rnd() < cfg["back_share"] else rnd() * cfg["days"]
+               for _ in range(n_items)]
+    evergreen = [rnd() < cfg["evergreen_share"] for _ in range(n_items)]
+    quality = [gauss(0.0, cfg["quality_sd"]) for _ in range(n_items)]
+    item_ids = [f"i{k}" for k in range(1, n_items + 1)]
+    write_table(args.out / "users.csv", ["user_id", "age", "gender", "region"],
+                [(f"u{u}", "", "", "") for u in range(1, n_users + 1)])
+    write_table(args.out / "items.csv", ["item_id", "title", "content_type", "genre"],
+                [(item_ids[k], titles[k], "movie", GENRES[genre_idx[k]]) for k in range(n_items)])
+    buckets = rated_tables(cfg, genre_idx, base, release, evergreen)
+    by_rank = sorted(range(n_items), key=base.__getitem__, reverse=True)
+    counts = rated_counts(rng, n_users, args.events, cfg["min_events"], cfg["max_events"], cfg["count_sigma"])
+    appeal_cum = cumulative([GENRE_APPEAL[GENRES[g]] for g in MOVIE_GENRES])
+    start = datetime.datetime.combine(cfg["start"], datetime.time(), tzinfo=datetime.timezone.utc)
+    bucket_days, days = cfg["bucket_days"], cfg["days"]
+    rows = []
+    for u, n in enumerate(counts, start=1):
+        genres = weighted_distinct(rng, MOVIE_GENRES, appeal_cum, rng.choices([1, 2, 3], weights=GENRE_COUNT_WEIGHTS)[0])
+        genre_cum = cumulative(GENRE_RANK_WEIGHTS[:len(genres)])
+        bias = gauss(0.0, cfg["user_sd"])
+        arrival = rnd() * days
+        span = min(days - arrival, rng.lognormvariate(math.log(cfg["span_median_days"]), cfg["span_sigma"]))
+        if cfg["sampler"] == "keys":
+            rows += keyed_user_rows(rng, cfg, u, n, genres, bias, arrival, span, genre_idx, base, quality,
+                                    item_ids, start)
+            continue
+        seen = set()
+        for when in sorted(arrival + rnd() * span for _ in range(n)):
+            bucket = min(int(when // bucket_days), len(buckets) - 1)
+            everything, per_genre = buckets[bucket]
+            item = None
+            for _ in range(cfg["tries"]):  # distinct items; a table of one genre may run dry
+                table = everything
+                if rnd() < TASTE_SHARE:
+                    table = per_genre.get(genres[bisect.bisect(genre_cum, rnd() * genre_cum[-1])], everything)
+                items, cum = table
+                pick = items[bisect.bisect(cum, rnd() * cum[-1])]
+                if pick not in seen:
+                    item = pick
+                    break
+            if item is None:  # a heavy user who has seen most of the head: a random item of the long tail
+                item = next((i for i in (int(rnd() * n_items) for _ in range(1000))
+                             if i not in seen and release[i] <= when), None)
+                if item is None:
+                    item = next(i for i in by_rank if i not in seen)
+            seen.add(item)
+            if release[item] > when:  # released this bucket: watched after its release
+                when = release[item] + rnd() * (min(days, (bucket + 1) * bucket_days) - release[item])
+            rows.append(rating_line(cfg, u, item_ids[item], rate(rng, cfg, quality[item], bias,
+                                                                 genre_idx[item] in genres), when, start))
+    rows.sort()
+    with open(args.out / "events.csv", "w", encoding="utf-8", newline="") as f:
+        f.write("user_id,item_id,event_type,watch_seconds,timestamp\n")
+        f.write("".join(line for _, line in rows))
+
+
 def main(argv=None):
     """Entry point: generate the files and print a one-line summary to stderr."""
     started = time.perf_counter()
     args = parse_args(argv)
-    generate(args)
+    (generate_rated if args.preset in RATED else generate)(args)
     print(f"generate.py: {args.users} users, {args.items} items, {args.events} events "
           f"(seed {args.seed}) written to {args.out} in {time.perf_counter() - started:.1f} s",
           file=sys.stderr)
