@@ -387,6 +387,11 @@ def build(param: PARAM = None, no_tune: NO_TUNE = False) -> None:
     out.print(table)
 
 
+def shown(value: float | None) -> str:
+    """A score to 4 places, or '-' for a split that was not scored."""
+    return "-" if value is None else f"{value:.4f}"
+
+
 def print_params(report: engine.BuildReport) -> None:
     """Which parameters the build used, why, and those that differ from the defaults."""
     tuning = report.tuning
@@ -436,7 +441,7 @@ def tune(as_json: JSON = False) -> None:
     for trial in trials:
         table.add_row(
             str(trial.number), ", ".join(f"{k}={v}" for k, v in trial.changes.items()) or "(defaults)",
-            f"{trial.ndcg:.4f}", f"{trial.ndcg_by_split['global']:.4f}", f"{trial.ndcg_by_split['user']:.4f}",
+            f"{trial.ndcg:.4f}", *(shown(trial.ndcg_by_split.get(split)) for split in ("global", "user")),
             f"{trial.coverage:.0%}", f"{trial.seconds:.1f}", "*" if trial.kept else "",
         )
     out.print(table)

@@ -70,6 +70,12 @@ NEIGHBOR_MODELS = ("cosine", "ease")
 class ModelParams:
     """Parameters of the model, read by sql/20-50 from the table model_params.
 
+    The defaults are what a build uses when it does not tune (too little or
+    too much data): chosen on the look-alike datasets and the bundled data
+    (docs/evaluation.md) to be safe everywhere, popularity prior and support
+    shrinkage included, rather than best anywhere. PLAIN turns every
+    data-dependent term off: the bare item-kNN the tests work out by hand.
+
     Each value is checked on construction: a wrong type, a value out of range
     or an unknown choice raises BadArgument naming the parameter and what it
     accepts. ModelParams.from_dict also refuses unknown names.
@@ -87,7 +93,7 @@ class ModelParams:
     )
     strength_formula: str = _param("log_views", "how seconds become strength", "20", choices=STRENGTH_FORMULAS)
     trending_half_life_days: float = _param(
-        0.0, "popularity counts a view half as much every this many days before the data's end; 0 = off", "30", 0
+        30.0, "popularity counts a view half as much every this many days before the data's end; 0 = off", "30", 0
     )
     user_weight_gamma: float = _param(
         0.5, "each user's part in item similarity is divided by their history length to this power", "40", 0, 2
@@ -109,14 +115,14 @@ class ModelParams:
         "45", 0, 1,
     )
     support_shrinkage: float = _param(
-        0.0, "similarity is multiplied by support / (support + this): pairs few users share count less", "45", 0
+        5.0, "similarity is multiplied by support / (support + this): pairs few users share count less", "45", 0
     )
     popularity_beta: float = _param(
         0.0, "similarity to a neighbour is divided by its viewers to this power", "45", 0, 2
     )
     max_neighbors: int = _param(20, "neighbours kept per item in item_neighbors", "45", 0, 1000)
     popularity_prior: float = _param(
-        0.0, "weight of popularity in a personal score, as this many pseudo-items against the user's own; 0 = off",
+        3.0, "weight of popularity in a personal score, as this many pseudo-items against the user's own; 0 = off",
         "50", 0,
     )
     user_half_life_days: float = _param(
@@ -211,3 +217,6 @@ _KIND_NAMES = {float: "a number", int: "a whole number", str: "text", bool: "tru
 
 
 PARAM_LAYERS = {spec.name: spec.metadata["layer"] for spec in fields(ModelParams)}
+
+PLAIN = ModelParams(trending_half_life_days=0.0, support_shrinkage=0.0, popularity_prior=0.0)
+"""The bare model: log-views strength, asymmetric cosine, no shrinkage, no prior, no trend."""

@@ -30,11 +30,13 @@ SPLITS = ("global", "user")
 VALIDATION_FRAC = 0.2
 K = 10
 MIN_VALIDATION_USERS = 50
-"""Fewer evaluated users than this in a split: too little to tell parameters apart."""
+"""Fewer evaluated users than this in a split: too little to tell parameters apart; the split is
+left out, and with no split left the defaults stay."""
 MIN_GAIN = 0.005
 """A value is kept only when it beats the best mean NDCG by this share (0.5%): noise is not chased."""
-MAX_EVENTS = 1_000_000
-"""Above this many events a plain build does not tune (its time grows with the data)."""
+MAX_EVENTS = 500_000
+"""Above this many events a plain build does not tune (its time grows with the data; at 1M events
+a tuning run takes minutes): 'python cli.py tune' still does."""
 BUDGET_SECONDS = 60.0
 """After this long a tuning run starts no more trials but the last step's; what it found is kept."""
 EASE_MIN_NEIGHBORS = 100
@@ -164,13 +166,19 @@ def tune(
     try:
         for number, split in enumerate(SPLITS):
             validations.append(Validation(con, source, split, number))
-        too_few = [v for v in validations if len(v.relevant) < MIN_VALIDATION_USERS]
-        if too_few:
+        usable = [v for v in validations if len(v.relevant) >= MIN_VALIDATION_USERS]
+        if not usable:
             counts = ", ".join(f"{v.split} split {len(v.relevant)}" for v in validations)
             return TuneResult(
                 current, seconds=time.perf_counter() - started,
-                skipped=f"too little data to tune: validation users {counts} (at least {MIN_VALIDATION_USERS} each)",
+                skipped=f"too little data to tune: validation users {counts} (at least {MIN_VALIDATION_USERS} in one)",
             )
+        # a split with too few users to score (a global split where few users
+        # are active late) is left out; the others decide
+        for validation in validations:
+            if validation not in usable:
+                validation.close(source)
+        validations = usable
         if ease_items_limit is None:
             from .ease import MAX_EASE_ITEMS as ease_items_limit
         catalogue = validations[0].catalogue_size

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # cli.py and engine/ sit at the top of the repository
 
 import engine  # noqa: E402
+from engine.config import PLAIN  # noqa: E402  (the bare model the tests work out by hand)
 
 BUNDLED = ROOT / "data"
 
@@ -64,8 +65,8 @@ def tiny_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def tiny(tiny_dir: Path) -> engine.Recommender:
-    """A Recommender built from the tiny example in a temporary folder."""
-    recommender = engine.Recommender(tiny_dir.parent / "recs.db", tiny_dir)
+    """A Recommender built from the tiny example in a temporary folder, with the bare model."""
+    recommender = engine.Recommender(tiny_dir.parent / "recs.db", tiny_dir, PLAIN)
     yield recommender
     recommender.close()
 
@@ -76,7 +77,7 @@ def bundled_db(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("bundled")
     shutil.copytree(BUNDLED, folder / "data", ignore=shutil.ignore_patterns("*.py"))
     db = folder / "recs.db"
-    engine.build(db, folder / "data", engine.ModelParams())
+    engine.build(db, folder / "data", PLAIN)
     return db
 
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 import api
 import engine
+from engine.config import PLAIN
 from conftest import TINY_EVENTS, TINY_ITEMS, TINY_USERS, write_dataset
 
 with warnings.catch_warnings():
@@ -31,6 +32,7 @@ def client(tmp_path_factory):
     """One app over the tiny example, built on startup into a temporary folder."""
     folder = tmp_path_factory.mktemp("api")
     data = write_dataset(folder / "data", USERS, TINY_ITEMS, TINY_EVENTS)
+    engine.build(folder / "recs.db", data, PLAIN)  # the bare model, worked out by hand; the app serves it
     app = api.create_app(folder / "recs.db", data)
     with TestClient(app) as test_client:
         yield test_client
@@ -321,7 +323,7 @@ def test_rebuild_while_answering_never_fails_and_then_serves_the_new_data(tiny_d
 
         def rebuild() -> None:
             try:
-                engine.build(db, tiny_dir, engine.ModelParams())
+                engine.build(db, tiny_dir, PLAIN)
             except BaseException as error:  # reported below
                 errors.append(error)
 

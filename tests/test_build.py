@@ -15,6 +15,7 @@ import duckdb
 import pytest
 
 import engine
+from engine.config import PLAIN
 from conftest import (
     EVENTS_HEADER,
     ITEMS_HEADER,
@@ -25,7 +26,7 @@ from conftest import (
     write_dataset,
 )
 
-PARAMS = engine.ModelParams()
+PARAMS = PLAIN
 
 # Three full views of i4 outscore i2 (about 1.84): i4 becomes the most popular item.
 I4_ON_TOP = TINY_EVENTS + [(user, "i4", "play", 5000, "2024-01-05T10:00:00Z") for user in ("u1", "u2", "u3")]

@@ -18,6 +18,7 @@ import pytest
 
 import cli as cli_module
 import engine
+from engine.config import PLAIN
 from conftest import (
     EVENTS_HEADER,
     ITEMS_HEADER,
@@ -56,7 +57,7 @@ def ids(payload: dict) -> list[str]:
 def run(cli, tiny_dir):
     """cli on the tiny example, recs.db built beforehand so stderr carries no 'Built' line."""
     db = tiny_dir.parent / "recs.db"
-    engine.build(db, tiny_dir, engine.ModelParams())
+    engine.build(db, tiny_dir, PLAIN)
 
     def invoke(*args):
         return cli("--db", db, "--data-dir", tiny_dir, *args)
@@ -302,7 +303,7 @@ def test_duckdb_shell_reads_the_database_and_its_macros(tiny):
 def test_square_brackets_in_ids_and_titles_are_shown_verbatim(cli, tmp_path, source):
     items = [("i1", "Family [/b] Show", "tv", "family")] + TINY_ITEMS[1:]
     folder = write_dataset(tmp_path / "data", TINY_USERS, items, TINY_EVENTS)
-    engine.build(tmp_path / "recs.db", folder, engine.ModelParams())
+    engine.build(tmp_path / "recs.db", folder, PLAIN)
     base = ("--db", tmp_path / "recs.db", "--data-dir", folder)
     if source == "typed_item_id":
         result = cli(*base, "similar", "--item_id", "[/x]")

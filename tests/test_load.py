@@ -11,6 +11,7 @@ import duckdb
 import pytest
 
 import engine
+from engine.config import PLAIN
 from conftest import TINY_EVENTS, TINY_ITEMS, TINY_USERS
 
 CASES = [
@@ -59,7 +60,7 @@ def build_with(tmp_path, file: str, extra_line: str) -> duckdb.DuckDBPyConnectio
     for name, lines in BASE.items():
         text = "\n".join(lines + ([extra_line] if name == file else [])) + "\n"
         (folder / name).write_text(text, encoding="utf-8")
-    engine.build(tmp_path / "recs.db", folder, engine.ModelParams())
+    engine.build(tmp_path / "recs.db", folder, PLAIN)
     return duckdb.connect(str(tmp_path / "recs.db"), read_only=True)
 
 
@@ -107,7 +108,7 @@ def test_invalid_utf8_row_is_reported(tmp_path):
         (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
     with (folder / "items.csv").open("ab") as handle:
         handle.write(b"i9,Bad \xff title,tv,drama\n")
-    engine.build(tmp_path / "recs.db", folder, engine.ModelParams())
+    engine.build(tmp_path / "recs.db", folder, PLAIN)
     con = duckdb.connect(str(tmp_path / "recs.db"), read_only=True)
     issues = con.execute("select file, line, problem from load_issues").fetchall()
     assert issues == [("items.csv", 6, "the row is not valid UTF-8 text")]
@@ -120,7 +121,7 @@ def test_every_row_is_loaded_or_reported(tmp_path):
     extra = {file: [case[1] for case in CASES if case[0] == file] for file in BASE}
     for name, lines in BASE.items():
         (folder / name).write_text("\n".join(lines + extra[name]) + "\n", encoding="utf-8")
-    engine.build(tmp_path / "recs.db", folder, engine.ModelParams())
+    engine.build(tmp_path / "recs.db", folder, PLAIN)
     con = duckdb.connect(str(tmp_path / "recs.db"), read_only=True)
     for file, table in TABLE.items():
         rows_in_file = len(BASE[file]) - 1 + len(extra[file])
