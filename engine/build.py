@@ -206,6 +206,10 @@ def model_into(
     _keep_row_order(con, True)
 
 
+SCRATCH_TABLES = ("item_pairs", "item_weights")
+"""Tables of sql/40 that only a tuning run reuses (between trials): a build drops them before
+saving, so recs.db keeps its size (they doubled it at 1M events) and a 10M build writes no pair table."""
+
 LAYER_INPUTS = {"20": (), "30": ("20",), "40": ("20",), "45": ("40",), "50": ()}
 """The model layers (sql/ file prefixes) whose tables each layer reads; 50 only stores macros."""
 
@@ -245,6 +249,8 @@ def _build_unlocked(
         load_into(con, folder, progress)
         chosen, source, tuning = _choose_params(con, params, previous, tune, progress)
         model_into(con, chosen, progress)
+        for table in SCRATCH_TABLES:  # the tuner's, not the app's: 6.5M rows at 1M events
+            con.execute(f"drop table {table}")
         if progress:
             progress("saving")
         report = _report(con, time.perf_counter() - started)

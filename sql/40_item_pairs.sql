@@ -13,7 +13,9 @@
 -- history, and the latest part of a long history says the most about what
 -- goes together now. Pairs seen by fewer than min_support users are dropped.
 -- This self-join is most of a build's time (docs/performance.md); the tuner
--- reuses its result while it tries parameters of the later files.
+-- reuses its result while it tries parameters of the later files. A build
+-- drops item_pairs and item_weights once sql/45 has read them (their size
+-- grows with the square of histories); item_norms stays.
 
 create or replace table item_weights as
 select
