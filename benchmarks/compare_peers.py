@@ -226,6 +226,12 @@ def run_split(dataset: str, folder: Path, split: str, k: int, test_frac: float) 
             "evaluated_users": len(evaluation.relevant),
             "relevant_pairs": relevant_pairs,
             "relevant_cold_share": cold / relevant_pairs if relevant_pairs else 0.0,
+            # what 'recs (tuned)' chose on the training part, as changes from the defaults
+            "tuned_changes": (
+                ModelParams().changes_to(evaluation.tuned.params) if evaluation.tuned is not None else None
+            ),
+            "tuned_trials": len(evaluation.tuned.trials) if evaluation.tuned is not None else None,
+            "tuning_skipped": evaluation.tuned.skipped if evaluation.tuned is not None else None,
         }
     caption = (
         f"{figures['train_events']:,} train / {figures['test_events']:,} test events; "
@@ -233,6 +239,9 @@ def run_split(dataset: str, folder: Path, split: str, k: int, test_frac: float) 
         f"{figures['evaluated_users']:,} users with {relevant_pairs:,} held-out items, "
         f"{figures['relevant_cold_share']:.1%} never seen in training"
     )
+    if figures["tuned_changes"] is not None:
+        chosen = ", ".join(f"{name}={value}" for name, value in figures["tuned_changes"].items()) or "the defaults"
+        caption += f"; tuned on the training part: {figures['tuning_skipped'] or chosen}"
     return SplitResult(dataset, split, caption, figures, results)
 
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import duckdb
 
-from . import sqlfiles, tune
+from . import tune
 from .build import Progress, load_into, model_into
 from .config import ModelParams
 from .db import configure
+from .holdout import hold_out, top_k_lists
 from .errors import BadArgument
 from .metrics import Scores, score
 
@@ -53,10 +53,7 @@ class Evaluation:
         self.con = duckdb.connect(str(Path(self._scratch.name) / "eval.db"))
         configure(self.con, spill_to=Path(self._scratch.name) / "spill")
         load_into(self.con, folder, progress)
-        sqlfiles.run_file(self.con, sqlfiles.SQL_DIR / "evaluation.sql", {"split": split, "test_frac": test_frac})
-        self.relevant: dict[str, set[str]] = defaultdict(set)
-        for user_id, item_id in self.con.execute("select user_id, item_id from relevant_items").fetchall():
-            self.relevant[user_id].add(item_id)
+        self.relevant = hold_out(self.con, split, test_frac)
         self.catalogue_size = self.con.execute("select count(*) from items").fetchone()[0]
         self.train_events, self.test_events = self.con.execute(
             "select count(*) filter (where not is_test), count(*) filter (where is_test) from event_split"
@@ -78,19 +75,7 @@ class Evaluation:
 
     def recommendations(self, k: int) -> dict[str, list[str]]:
         """The current model's top k for every evaluated user."""
-        lists: dict[str, list[str]] = defaultdict(list)
-        rows = self.con.execute(
-            """
-            select user_id, item_id
-            from recommend_all($k)
-            where user_id in (select user_id from relevant_items)
-            order by user_id, rank
-            """,
-            {"k": k},
-        ).fetchall()
-        for user_id, item_id in rows:
-            lists[user_id].append(item_id)
-        return lists
+        return top_k_lists(self.con, k)
 
     def score(self, name: str, params: ModelParams | None, k: int = 10) -> Scores:
         """Fit one model (TUNED: tuned on the training part) and score its top k."""

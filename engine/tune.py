@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import duckdb
 
 from . import sqlfiles
 from .build import Progress, layers_after, model_into
+from .holdout import hold_out, top_k_lists
 from .config import ModelParams
 from .metrics import score
 
@@ -112,30 +112,14 @@ class Validation:
             sqlfiles.run_file(con, path)
         for table in ("users", "items", "events"):
             con.execute(f'create table {table} as select * from "{source}".main.{table}')
-        sqlfiles.run_file(
-            con, sqlfiles.SQL_DIR / "evaluation.sql", {"split": split, "test_frac": VALIDATION_FRAC}
-        )
-        self.relevant: dict[str, set[str]] = defaultdict(set)
-        for user_id, item_id in con.execute("select user_id, item_id from relevant_items").fetchall():
-            self.relevant[user_id].add(item_id)
+        self.relevant = hold_out(con, split, VALIDATION_FRAC)
         self.catalogue_size = con.execute("select count(*) from items").fetchone()[0]
 
     def fit_and_score(self, params: ModelParams, layers: set[str] | None) -> tuple[float, float, float]:
         """(NDCG, recall, coverage) at K of params, re-running only the given sql/ layers (None = all)."""
         self.con.execute(f'use "{self.catalog}"')
         model_into(self.con, params, only=layers)
-        lists: dict[str, list[str]] = defaultdict(list)
-        rows = self.con.execute(
-            """
-            select user_id, item_id
-            from recommend_all($k)
-            where user_id in (select user_id from relevant_items)
-            order by user_id, rank
-            """,
-            {"k": K},
-        ).fetchall()
-        for user_id, item_id in rows:
-            lists[user_id].append(item_id)
+        lists = top_k_lists(self.con, K)
         result = score(self.split, lists, self.relevant, K, self.catalogue_size)
         return result.ndcg, result.recall, result.coverage
 

@@ -22,6 +22,11 @@ create or replace macro is_excluded(is_heavy, resurface_light) as
 create or replace macro contribution(strength, similarity, days_before_user_end, user_half_life_days) as
     strength * similarity * half_life_weight(days_before_user_end, user_half_life_days);
 
+-- pair_similarity: one direction a -> b of a cosine-family similarity (sql/45)
+--   shrunk_dot / norm^normalisation / viewers(b)^popularity_beta
+create or replace macro pair_similarity(shrunk_dot, norm, neighbor_viewers, normalisation, popularity_beta) as
+    shrunk_dot / power(norm, normalisation) / power(neighbor_viewers, popularity_beta);
+
 -- prior_score: what popularity adds to a personal score. The prior counts as
 -- popularity_prior pseudo-items against the user's count_history own items:
 --   prior = popularity_prior / count_history * user_top_score * relative_popularity

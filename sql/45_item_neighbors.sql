@@ -39,9 +39,13 @@ scored as (
     select
         pair_scores.item_a as item_key,
         pair_scores.item_b as neighbor_key,
-        pair_scores.shrunk_dot
-            / power(pair_scores.norm_a_to_b, model_params.similarity_normalisation)
-            / power(pair_scores.viewers_b, model_params.popularity_beta) as similarity,
+        pair_similarity(
+            pair_scores.shrunk_dot,
+            pair_scores.norm_a_to_b,
+            pair_scores.viewers_b,
+            model_params.similarity_normalisation,
+            model_params.popularity_beta
+        ) as similarity,
         pair_scores.support
     from pair_scores
     cross join model_params
@@ -49,9 +53,13 @@ scored as (
     select
         pair_scores.item_b as item_key,
         pair_scores.item_a as neighbor_key,
-        pair_scores.shrunk_dot
-            / power(pair_scores.norm_b_to_a, model_params.similarity_normalisation)
-            / power(pair_scores.viewers_a, model_params.popularity_beta) as similarity,
+        pair_similarity(
+            pair_scores.shrunk_dot,
+            pair_scores.norm_b_to_a,
+            pair_scores.viewers_a,
+            model_params.similarity_normalisation,
+            model_params.popularity_beta
+        ) as similarity,
         pair_scores.support
     from pair_scores
     cross join model_params
