@@ -16,7 +16,7 @@ import duckdb
 
 from . import tune
 from .build import Progress, load_into, model_into
-from .config import ModelParams
+from .config import PLAIN, ModelParams
 from .db import configure
 from .holdout import hold_out, top_k_lists
 from .errors import BadArgument
@@ -24,8 +24,8 @@ from .metrics import Scores, score
 
 SPLITS = ("global", "user")
 
-MOST_POPULAR = ModelParams(max_neighbors=0)
-"""No neighbours: every list is the popular fill, watched items excluded."""
+MOST_POPULAR = PLAIN.replace(max_neighbors=0)
+"""No neighbours, no trend: every list is the all-time popular fill, watched items excluded."""
 
 TUNED = None
 """In a models mapping: the parameters a build would choose, tuned on the training part only."""

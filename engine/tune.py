@@ -37,7 +37,7 @@ MIN_GAIN = 0.005
 MAX_EVENTS = 500_000
 """Above this many events a plain build does not tune (its time grows with the data; at 1M events
 a tuning run takes minutes): 'python cli.py tune' still does."""
-BUDGET_SECONDS = 60.0
+BUDGET_SECONDS = 45.0
 """After this long a tuning run starts no more trials but the last step's; what it found is kept."""
 EASE_MIN_NEIGHBORS = 100
 """EASE trials keep at least this many neighbours: its weights spread over more items than cosine's."""
