@@ -66,6 +66,10 @@ class HealthResponse(BaseModel):
     built_at: Optional[str] = Field(description="When recs.db was built (UTC, ISO 8601).")
     rows: dict[str, int] = Field(description="Row counts of the users, items and events tables.")
     duckdb_version: Optional[str] = None
+    stale: bool = Field(
+        False, description="true when the last rebuild failed and the service answers from the model built at built_at."
+    )
+    stale_reason: Optional[str] = Field(None, description="Why that rebuild failed (one line); null when not stale.")
 
 
 class ErrorResponse(BaseModel):
@@ -86,6 +90,7 @@ EXAMPLES = {
     "health": {
         "status": "ok", "built_at": "2026-11-26T12:05:47+00:00",
         "rows": {"users": 3, "items": 4, "events": 5}, "duckdb_version": "1.5.6",
+        "stale": False, "stale_reason": None,
     },
     "popular": {
         "k": 2,
@@ -214,7 +219,8 @@ def _answer(result) -> JSONResponse:
     response_model=HealthResponse,
     summary="Is the service up, and on which data?",
     description="Opens the database and reads `build_info` and the row counts. "
-    "200 with `status: ok` when it answers, 503 otherwise.",
+    "200 with `status: ok` when it answers, 503 otherwise. `stale: true` when the last rebuild "
+    "failed (`stale_reason` says why) and the answers come from the model built at `built_at`.",
     responses={200: _ok("health"), 503: UNAVAILABLE},
     tags=["service"],
 )
@@ -225,6 +231,8 @@ def health(recommender: RecommenderDep) -> dict:
         "built_at": rows["built_at"],
         "duckdb_version": rows["duckdb_version"],
         "rows": {name: rows[name] for name in ("users", "items", "events")},
+        "stale": rows["stale"],
+        "stale_reason": rows["stale_reason"],
     }
 
 
@@ -341,6 +349,8 @@ def create_app(
             serving = await run_in_threadpool(engine.Recommender, config.db_path(db), config.data_dir(data_dir))
             if serving.build_report is not None:
                 log.info("built %s in %.1f s", serving.db, serving.build_report.seconds)
+            if serving.stale is not None:
+                log.warning("answering from the model built at %s: %s", serving.stale_built_at, serving.stale)
         app.state.recommender = serving
         try:
             yield

@@ -97,14 +97,27 @@ def open_recommender() -> engine.Recommender:
     """The engine on the chosen paths, building recs.db first if needed."""
     with build_display() as progress:
         recommender = engine.Recommender(state.db, state.data_dir, progress=progress)
+    if recommender.stale is not None:
+        err.print(
+            f"Warning: answering from the model built at {recommender.stale_built_at}: {recommender.stale}",
+            soft_wrap=True,
+        )
     if recommender.build_report is not None:
         report = recommender.build_report
         issues = sum(report.issues_by_file.values())
         err.print(
             f"Built {recommender.db} in {report.seconds:.1f} s"
-            + (f"; {issues} load issues (see 'python cli.py build')" if issues else "")
+            + (f"; {issues} load issues (see 'python cli.py build')" if issues else ""),
+            soft_wrap=True,
         )
+        print_moved_aside(report, err)
     return recommender
+
+
+def print_moved_aside(report: engine.BuildReport, console: Console) -> None:
+    """One line when the build moved an unreadable recs.db aside before replacing it."""
+    if report.moved_aside is not None:
+        console.print(f"The old file could not be read; it was kept as {report.moved_aside}.", soft_wrap=True)
 
 
 def print_json(payload: dict) -> None:
@@ -338,10 +351,13 @@ PARAM = Annotated[
 NO_TUNE = Annotated[
     bool, typer.Option("--no-tune", help="Do not tune: reuse the last tuned parameters, else the defaults.")
 ]
+FORCE = Annotated[
+    bool, typer.Option("--force", help="Replace the --db file even if this app did not build it.")
+]
 
 
 @app.command()
-def build(param: PARAM = None, no_tune: NO_TUNE = False) -> None:
+def build(param: PARAM = None, no_tune: NO_TUNE = False, force: FORCE = False) -> None:
     """(Re)build recs.db from the CSVs and summarise what was loaded and reported.
 
     Without --param the build chooses the model's parameters itself: it tunes
@@ -354,8 +370,11 @@ def build(param: PARAM = None, no_tune: NO_TUNE = False) -> None:
         params = engine.ModelParams.from_assignments(param) if param else None
         db = config.db_path(state.db)
         with build_display() as progress:
-            report = engine.build(db, config.data_dir(state.data_dir), params, progress, tune=False if no_tune else None)
+            report = engine.build(
+                db, config.data_dir(state.data_dir), params, progress, tune=False if no_tune else None, force=force
+            )
     out.print(f"Built {db} in {report.seconds:.1f} s.")
+    print_moved_aside(report, out)
     print_params(report)
     table = Table(title="Loaded")
     table.add_column("table")

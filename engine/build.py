@@ -5,14 +5,22 @@ checkpoints and closes it, removes a stale recs.db.wal (DuckDB would replay it
 onto the new file), then os.replace()s it over recs.db. Connections already
 open keep reading the old file; new ones see the new one. Builds are
 serialised by an flock on recs.db.lock.
+
+A build never replaces or deletes a file it did not make: a --db path that
+holds something else (not a DuckDB file, or a DuckDB database without our
+build_info) is refused unless forced; a recs.db of ours that cannot be read
+is moved aside to recs.db.corrupt-<UTC time>. Under the lock it removes the
+temp files of earlier builds whose process is gone, and nothing else.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import re
 import tempfile
 import time
 from contextlib import contextmanager
@@ -26,7 +34,7 @@ import duckdb
 from . import load, sqlfiles
 from .config import ModelParams
 from .db import configure, open_read_only
-from .errors import RecsError
+from .errors import BuildError, DiskFull, NotOurDatabase, RecsError
 
 if TYPE_CHECKING:
     from .tune import TuneResult
@@ -50,6 +58,8 @@ class BuildReport:
     params_source: str = "pinned"
     """'pinned' (given), 'tuned' (on this data), or why tuning was skipped and what was used instead."""
     tuning: "TuneResult | None" = None
+    moved_aside: Path | None = None
+    """Where an unreadable recs.db of ours was moved before this build, if one was."""
 
 
 def fingerprint(folder: Path) -> str:
@@ -81,6 +91,7 @@ class BuiltState:
     fingerprint: str
     params: dict
     params_source: str
+    built_at: str | None = None
 
 
 def built_state(db: Path) -> BuiltState | None:
@@ -93,11 +104,116 @@ def built_state(db: Path) -> BuiltState | None:
         return None
     try:
         info = dict(con.execute("select key, value from recs.build_info").fetchall())
-        return BuiltState(info["fingerprint"], json.loads(info["model_params"]), info.get("params_source", "pinned"))
+        return BuiltState(
+            info["fingerprint"], json.loads(info["model_params"]), info.get("params_source", "pinned"),
+            info.get("built_at"),
+        )
     except (duckdb.Error, KeyError, ValueError):
         return None
     finally:
         con.close()
+
+
+DUCKDB_MAGIC = b"DUCK"
+"""Bytes 8-11 of every DuckDB database file (after an 8-byte checksum)."""
+
+
+def inspect_target(db: Path) -> tuple[str, str]:
+    """What the file at db is: (kind, why), kind one of missing, ours, foreign, corrupt.
+
+    ours: a DuckDB database with our build_info table. foreign: anything
+    else that is readable (not a DuckDB file; a DuckDB database without
+    build_info; a DuckDB file of another version). corrupt: a DuckDB file
+    that cannot be read, which only a build of ours would have left at
+    this path; it is moved aside, never deleted.
+    """
+    if not db.exists():
+        return "missing", ""
+    if not db.is_file():
+        return "foreign", "not a file"
+    with db.open("rb") as handle:
+        magic = handle.read(12)[8:12]
+    if magic != DUCKDB_MAGIC:
+        return "foreign", "not a DuckDB database file"
+    try:
+        con = open_read_only(db)
+    except duckdb.Error as error:
+        first = str(error).splitlines()[0]
+        if "version" in first.lower():
+            return "foreign", f"a DuckDB file of another version: {first}"
+        return "corrupt", first
+    try:
+        tables = con.execute(
+            "select count(*) from duckdb_tables() where database_name = 'recs' and table_name = 'build_info'"
+        ).fetchone()[0]
+    except duckdb.Error as error:
+        return "corrupt", str(error).splitlines()[0]
+    finally:
+        con.close()
+    if not tables:
+        return "foreign", "a DuckDB database without a build_info table"
+    return "ours", ""
+
+
+def _claim_target(db: Path, force: bool) -> Path | None:
+    """Make sure a build may replace db: refuse a file that is not ours (unless force),
+    move an unreadable one of ours aside. Returns where it was moved, if it was."""
+    kind, why = inspect_target(db)
+    if kind == "foreign" and not force:
+        raise NotOurDatabase(
+            f"{db} is not a recs database built by this app ({why}); pick another --db, "
+            f"or 'python cli.py build --force' to replace it"
+        )
+    if kind != "corrupt":
+        return None
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    aside = db.with_name(f"{db.name}.corrupt-{stamp}")
+    os.replace(db, aside)
+    wal = Path(f"{db}.wal")
+    if wal.exists():  # the damaged file's own log goes with it
+        os.replace(wal, Path(f"{aside}.wal"))
+    return aside
+
+
+def _remove_leftovers(db: Path) -> None:
+    """Remove <db>.building-<pid> files (and their .wal) of builds whose process is gone.
+
+    Only names of that exact form; a file whose process is alive (another
+    build, on a machine sharing the folder, say) is left alone. Run while
+    holding the build lock.
+    """
+    own = re.compile(rf"{re.escape(db.name)}\.building-([0-9]+)(\.wal)?")
+    for path in db.parent.iterdir():
+        match = own.fullmatch(path.name)
+        if match and path.is_file() and not _process_alive(int(match[1])):
+            _remove(path)
+    # Only builds spill here, one at a time: under the lock, what is left is a dead build's.
+    spill = spill_folder(db)
+    if spill.is_dir():
+        for path in spill.glob("duckdb_temp_*"):
+            if path.is_file():
+                _remove(path)
+        try:
+            spill.rmdir()
+        except OSError:  # something else is in it: not ours to remove
+            pass
+
+
+def spill_folder(db: Path) -> Path:
+    """Where a build of db spills past its memory limit (DuckDB removes it when the build ends)."""
+    return db.with_name(f"{db.name}.spill")
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # a file of ours from before: this build starts afresh
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process (or no pid at all): not ours to judge
+    return True
 
 
 def is_fresh(state: BuiltState | None, wanted: str, params: ModelParams | None) -> bool:
@@ -143,8 +259,12 @@ def build(
     params: ModelParams | None = None,
     progress: Progress | None = None,
     tune: bool | None = None,
+    force: bool = False,
 ) -> BuildReport:
     """Build db from the CSVs in folder, whatever state it is in.
+
+    A file at db that this app did not build is refused (NotOurDatabase)
+    unless force is True, when it is replaced.
 
     params pins the model's parameters. Without them the build chooses:
     it tunes on the data (engine/tune.py) when tune is True, or when tune
@@ -154,7 +274,7 @@ def build(
     """
     load.data_files(folder)
     with build_lock(db):
-        return _build_unlocked(db, folder, params, progress, tune)
+        return _build_unlocked(db, folder, params, progress, tune, force)
 
 
 def load_into(con: duckdb.DuckDBPyConnection, folder: Path, progress: Progress | None = None) -> None:
@@ -236,16 +356,28 @@ def _keep_row_order(con: duckdb.DuckDBPyConnection, keep: bool) -> None:
 
 
 def _build_unlocked(
-    db: Path, folder: Path, params: ModelParams | None, progress: Progress | None, tune: bool | None = None
+    db: Path,
+    folder: Path,
+    params: ModelParams | None,
+    progress: Progress | None,
+    tune: bool | None = None,
+    force: bool = False,
 ) -> BuildReport:
     started = time.perf_counter()
     wanted = fingerprint(folder)
+    _remove_leftovers(db)
+    moved_aside = _claim_target(db, force)
     previous = built_state(db)
     temp = db.with_name(f"{db.name}.building-{os.getpid()}")
     _remove(temp, Path(f"{temp}.wal"))
-    con = duckdb.connect(str(temp))
     try:
-        configure(con, spill_to=db.with_name(f"{db.name}.spill"))
+        con = duckdb.connect(str(temp))
+    except duckdb.Error as error:
+        _remove(temp, Path(f"{temp}.wal"))
+        _raise_if_disk_full(error, db)
+        raise
+    try:
+        configure(con, spill_to=spill_folder(db))
         load_into(con, folder, progress)
         chosen, source, tuning = _choose_params(con, params, previous, tune, progress)
         model_into(con, chosen, progress)
@@ -257,15 +389,35 @@ def _build_unlocked(
         report.params, report.params_source, report.tuning = chosen, source, tuning
         _write_build_info(con, wanted, folder, report)
         con.execute("checkpoint")
-    except BaseException:
         con.close()
+    except BaseException as error:
+        try:
+            con.close()
+        except duckdb.Error:  # a connection a write error invalidated
+            pass
         _remove(temp, Path(f"{temp}.wal"))
+        _raise_if_disk_full(error, db)
         raise
-    con.close()
     _remove(Path(f"{db}.wal"))  # belongs to the file being replaced; never replay it on the new one
     os.replace(temp, db)
     report.seconds = time.perf_counter() - started
+    report.moved_aside = moved_aside
     return report
+
+
+def _raise_if_disk_full(error: BaseException, db: Path) -> None:
+    """DiskFull naming the folder that filled up, when error is a write that found no space."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        where = Path(error.filename).parent if error.filename else db.parent
+    elif isinstance(error, (duckdb.Error, BuildError)) and "no space left on device" in str(error).lower():
+        named = re.search(r'"([^"]+)"', str(error))  # DuckDB quotes the file it could not write
+        where = Path(named[1]).parent if named else db.parent
+    else:
+        return
+    raise DiskFull(
+        f"no space left on the disk of {where}: the build stopped and removed its partial file; "
+        f"{db.name} was left as it was (free some space, or put --db on another disk)"
+    ) from None
 
 
 def _choose_params(

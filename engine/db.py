@@ -4,6 +4,7 @@ detection, one cursor per thread, and the settings of a build connection.
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -48,14 +49,46 @@ def locked_message(db: Path, error: Exception) -> str:
 
 
 def configure(con: duckdb.DuckDBPyConnection, spill_to: Path) -> None:
-    """Threads and memory limit from the environment; spill past the limit into spill_to."""
+    """Threads and memory limit ($RECS_MEMORY_LIMIT, else default_memory_limit());
+    spill past the limit into spill_to."""
     con.execute(f"set temp_directory = '{quoted(spill_to)}'")
-    limit = config.memory_limit()
-    if limit:
-        con.execute(f"set memory_limit = '{limit}'")  # validated by config.memory_limit
+    limit = config.memory_limit() or default_memory_limit()
+    con.execute(f"set memory_limit = '{limit}'")  # validated by config.memory_limit, or ours
     count = config.threads()
     if count:
         con.execute(f"set threads = {count}")
+
+
+BUILD_MEMORY_SHARE = 1 / 8
+"""A default build lets DuckDB use this share of the memory it may have (3 GB of 24 GB): a
+build shares the machine with the service it feeds, and past the limit it spills to disk."""
+MIN_BUILD_MEMORY = 512 * 2**20
+
+CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+"""cgroup v2, then v1: the memory a container may use, when it is limited."""
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process may use: the machine's RAM, or its cgroup's limit if lower."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = None
+    for path in CGROUP_LIMITS:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and (total is None or int(text) < total):  # v2 says "max" when unlimited
+            total = int(text)
+    return total
+
+
+def default_memory_limit() -> str:
+    """DuckDB's memory limit for a build without $RECS_MEMORY_LIMIT: BUILD_MEMORY_SHARE of
+    available_memory(), at least MIN_BUILD_MEMORY."""
+    total = available_memory() or 8 * 2**30
+    return f"{max(MIN_BUILD_MEMORY, int(total * BUILD_MEMORY_SHARE)) // 2**20}MiB"
 
 
 class ReadOnlyDatabase:

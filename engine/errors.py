@@ -39,3 +39,11 @@ class BuildError(RecsError):
 
 class BadArgument(RecsError):
     """An argument is out of range (k < 1, for example) or of the wrong kind."""
+
+
+class NotOurDatabase(RecsError):
+    """The --db path holds a file this app did not build; a build refuses to replace it."""
+
+
+class DiskFull(RecsError):
+    """A build ran out of disk space; the old recs.db was left as it was."""

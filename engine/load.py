@@ -99,8 +99,16 @@ def stage(con: duckdb.DuckDBPyConnection, path: Path, spec: CsvSpec, scratch: Pa
             raise DataFileError(f"{path}: cannot be read as CSV: {first}") from None
         path = _with_lf_endings(path, scratch / spec.file)
         _read_raw(con, path, spec, columns)
+    _skip_repeated_headers(con, spec, list(columns))
     # rowid follows the file's order: it is the record number the checks report.
-    con.execute(f"create temp view raw_{spec.table} as select rowid as rec_no, * from raw_{spec.table}_rows")
+    con.execute(
+        f"""
+        create temp view raw_{spec.table} as
+        select rowid as rec_no, *
+        from raw_{spec.table}_rows
+        where rowid not in (select rec_no from header_lines_{spec.table})
+        """
+    )
     con.execute(
         f"""
         insert into load_issue_records (file, csv_line, column_name, problem, action)
@@ -123,6 +131,35 @@ def stage(con: duckdb.DuckDBPyConnection, path: Path, spec: CsvSpec, scratch: Pa
         {"file": spec.file},
     )
     return path
+
+
+def _skip_repeated_headers(con: duckdb.DuckDBPyConnection, spec: CsvSpec, header: list[str]) -> None:
+    """Report and set aside records that repeat the header (files concatenated with theirs).
+
+    A record repeats it when each field, trimmed, lower-cased and without a
+    BOM, is the name of its column. The records are kept in
+    header_lines_<table>, which the raw_<table> view leaves out, so
+    sql/10-12 never see them.
+    """
+    # The identifiers are the checked header names, i.e. spec.columns; the names compared are bound.
+    fields = ", ".join(f"lower(trim(replace(\"{name}\", chr(65279), '')))" for name in header)
+    con.execute(
+        f"""
+        create or replace temp table header_lines_{spec.table} as
+        select rowid as rec_no
+        from raw_{spec.table}_rows
+        where [{fields}] = $header
+        """,
+        {"header": header},
+    )
+    con.execute(
+        f"""
+        insert into load_issue_records (file, rec_no, column_name, problem, action)
+        select $file, rec_no, null, 'repeated header line', 'row skipped'
+        from header_lines_{spec.table}
+        """,
+        {"file": spec.file},
+    )
 
 
 def _read_raw(con: duckdb.DuckDBPyConnection, path: Path, spec: CsvSpec, columns: dict) -> None:

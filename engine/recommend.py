@@ -12,10 +12,10 @@ from pathlib import Path
 import duckdb
 
 from . import config
-from .build import Progress, ensure_built
+from .build import Progress, built_state, ensure_built
 from .config import ModelParams
 from .db import ReadOnlyDatabase, open_read_only
-from .errors import BadArgument, UnknownFilter, UnknownItem, UnknownUser
+from .errors import BadArgument, BuildError, DataFileError, DiskFull, UnknownFilter, UnknownItem, UnknownUser
 from .results import History, HistoryEntry, Pick, PopularList, Recommendations, SimilarItems
 
 FILTERS = "only_genre := $genre, only_content_type := $content_type"
@@ -35,7 +35,16 @@ class Recommender:
         Build when recs.db is missing or older than the CSVs.
     progress:
         Called with each build step's name.
+
+    When a build it needs fails on the data (a CSV missing, unreadable or
+    with the wrong header, a SQL file failing, the disk full) and db holds a
+    model a build of ours finished, it answers from that model: stale says
+    why (one line) and stale_built_at when that model was built. With no
+    such model the error is raised.
     """
+
+    STALE_ON = (DataFileError, BuildError, DiskFull)
+    """Build failures after which the last good model still answers."""
 
     def __init__(
         self,
@@ -48,8 +57,17 @@ class Recommender:
         self.db = config.db_path(db)
         self.data_dir = config.data_dir(data_dir)
         self.build_report = None
+        self.stale: str | None = None
+        self.stale_built_at: str | None = None
         if auto_build:
-            self.build_report = ensure_built(self.db, self.data_dir, params, progress)
+            try:
+                self.build_report = ensure_built(self.db, self.data_dir, params, progress)
+            except self.STALE_ON as error:
+                last_good = built_state(self.db)
+                if last_good is None:
+                    raise
+                self.stale, self.stale_built_at = str(error), last_good.built_at
+                self._stale_file = _identity(self.db)
         self.database = ReadOnlyDatabase(self.db)
 
     def popular(self, k: int = 10, genre: str | None = None, content_type: str | None = None) -> PopularList:
@@ -138,8 +156,9 @@ class Recommender:
             batch.close()
 
     def info(self) -> dict:
-        """When the database was built, with which DuckDB, and its row counts."""
-        return self.database.rows(
+        """When the database was built, with which DuckDB, its row counts, and whether it is
+        stale (a rebuild failed: stale_reason says why) or current."""
+        info = self.database.rows(
             """
             select
                 (select value from build_info where key = 'built_at') as built_at,
@@ -149,6 +168,9 @@ class Recommender:
                 (select count(*) from events) as events
             """
         )[0]
+        if self.stale is not None and _identity(self.db) != self._stale_file:
+            self.stale = self.stale_built_at = None  # a later build swapped a new model in
+        return {**info, "stale": self.stale is not None, "stale_reason": self.stale}
 
     def load_issues(self, limit: int = 20) -> list[dict]:
         """The first load issues, by file and line."""
@@ -169,6 +191,15 @@ class Recommender:
     def close(self) -> None:
         """Drop every cursor and the instance; the next query opens afresh."""
         self.database.close()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Which file is at path now (a build swaps in a new one), or None when there is none."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
 
 
 def _check_k(k: int) -> None:
