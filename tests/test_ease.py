@@ -47,7 +47,7 @@ def dense_ease(watched: np.ndarray, l2: float) -> np.ndarray:
 def table(con) -> list[tuple]:
     return con.execute(
         "select item_key, neighbor_key, weight, support from ease_weights "
-        "order by item_key, weight desc, support desc, neighbor_key"
+        "order by item_key, abs(weight) desc, support desc, neighbor_key"
     ).fetchall()
 
 
@@ -84,7 +84,7 @@ def test_agrees_with_dense_numpy_ease():
     got = {(item, neighbor): (weight, support) for item, neighbor, weight, support in table(con)}
     wanted = {
         (keys[i], keys[j]): (expected[i, j], int(gram[i, j]))
-        for i, j in zip(*np.nonzero(expected > 0))
+        for i, j in zip(*np.nonzero(expected != 0))  # negative weights are kept too
     }
     assert got.keys() == wanted.keys()
     for pair, (weight, support) in wanted.items():
@@ -92,14 +92,14 @@ def test_agrees_with_dense_numpy_ease():
         assert got[pair][1] == support
 
 
-def test_max_neighbors_keeps_each_items_best():
+def test_max_neighbors_keeps_each_items_strongest_weights_negative_ones_too():
     watched = random_watched(seed=11)
     keys = list(range(watched.shape[1]))
     con = strength_table(matrix_rows(watched, keys))
     ease.ease_weights(con, l2=1.0, max_neighbors=3)
     expected = dense_ease(watched, 1.0)
     for item in keys:
-        best = [j for j in np.argsort(-expected[item], kind="stable") if expected[item, j] > 0][:3]
+        best = [j for j in np.argsort(-np.abs(expected[item]), kind="stable") if expected[item, j] != 0][:3]
         got = [row[1] for row in table(con) if row[0] == item]
         assert got == best
 
@@ -145,7 +145,7 @@ def test_equal_weights_go_to_more_support_then_lower_key():
     assert cols[rows == 0].tolist() == [2, 1, 3]  # 2 has more support; 1 and 3 tie on it too
     assert supports[rows == 0].tolist() == [9, 4, 4]
     assert weights[rows == 0] == pytest.approx([0.5, 0.5, 0.5])
-    assert not (rows != 0).any()  # other rows have no positive weights
+    assert not (rows != 0).any()  # other rows have no non-zero weights
     rows, cols, *_ = ease._top_neighbors(inverse, pair_keys, support, k=2)
     assert cols.tolist() == [2, 1]  # three tied for two places
 
