@@ -118,11 +118,13 @@ cross join model_params
 where is_excluded(user_item_strength.is_heavy, model_params.resurface_light);
 
 -- recommend_all: the top_k items for every user with events; one row per
--- user and rank. Personalised candidates come first; when fewer than top_k
--- remain after the filters and exclusions, popular items (same filters) fill
--- the list, marked 'popular'. Filters apply before the top k is taken. It
--- answers what recommend answers, for every user in one plan (batch export
--- and evaluation); a test checks the two agree.
+-- user and rank. The candidates (items similar to what the user watched
+-- and, with a popularity prior, the most popular items they may get) are
+-- ranked by personal score plus prior, as in recommend_personal; when fewer
+-- than top_k remain after the filters and exclusions, popular items (same
+-- filters) fill the list, marked 'popular'. Filters apply before the top k
+-- is taken. It answers what recommend answers, for every user in one plan
+-- (batch export and evaluation); a test checks the two agree.
 create or replace macro recommend_all(top_k := 10, only_genre := null, only_content_type := null) as table
 with eligible as (
     select
