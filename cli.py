@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
@@ -51,11 +53,13 @@ JSON = Annotated[bool, typer.Option("--json", help="Print JSON instead of a tabl
 @app.callback()
 def main(
     db: Annotated[
-        Optional[Path], typer.Option("--db", envvar="RECS_DB", help="Database file [default: recs.db].")
+        Optional[Path], typer.Option("--db", envvar="RECS_DB", show_default="recs.db", help="Database file.")
     ] = None,
     data_dir: Annotated[
         Optional[Path],
-        typer.Option("--data-dir", "--data_dir", envvar="RECS_DATA_DIR", help="Folder of the CSVs [default: data].")
+        typer.Option(
+            "--data-dir", "--data_dir", envvar="RECS_DATA_DIR", show_default="data", help="Folder of the CSVs."
+        )
     ] = None,
 ) -> None:
     """Recommend what to watch next, from watch-history CSVs, with a reason for each pick.
@@ -231,7 +235,7 @@ def similar(
     k: K = 10,
     as_json: JSON = False,
 ) -> None:
-    """Items most similar to one item (cosine over watch strength), with their support.
+    """Items most similar to one item (the model's item-item similarity), with their support.
 
     Example: python cli.py similar --item_id i1 --k 5
     """
@@ -297,13 +301,13 @@ def evaluate(
 
 @app.command()
 def export(
-    output: Annotated[Path, typer.Option("--out", help="File to write: .csv, or .parquet.")],
+    output: Annotated[Path, typer.Option("--out", help="File to write, by its suffix: .csv, .tsv, .json (one object per line) or .parquet; - for CSV on stdout.")],
     k: K = 20,
     users: Annotated[
-        Optional[Path], typer.Option("--users", help="File of user ids, one per line [default: every user].")
+        Optional[Path], typer.Option("--users", show_default="every user", help="File of user ids, one per line.")
     ] = None,
 ) -> None:
-    """Write the top k for every user (or a list of users) to CSV or Parquet.
+    """Write the top k for every user (or a list of users) to CSV, TSV, JSON lines or Parquet.
 
     Columns: user_id, rank, item_id, score, source, reason.
 
@@ -312,6 +316,14 @@ def export(
     with reported_errors():
         user_ids = read_user_list(users) if users else None
         recommender = open_recommender()
+        if str(output) == "-":  # CSV on stdout, for a pipe; the summary goes to stderr
+            with tempfile.TemporaryDirectory(prefix="recs-export-") as scratch:
+                written = Path(scratch) / "recs.csv"
+                rows = recommender.export(written, k, user_ids)
+                with written.open(encoding="utf-8") as handle:
+                    shutil.copyfileobj(handle, sys.stdout)
+            err.print(f"Wrote {rows:,} rows to stdout.")
+            return
         with err.status(f"writing {output} ..."):
             rows = recommender.export(output, k, user_ids)
     out.print(f"Wrote {rows:,} rows to {output}.")

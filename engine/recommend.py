@@ -18,6 +18,14 @@ from .db import ReadOnlyDatabase, open_read_only
 from .errors import BadArgument, BuildError, DataFileError, DiskFull, UnknownFilter, UnknownItem, UnknownUser
 from .results import History, HistoryEntry, Pick, PopularList, Recommendations, SimilarItems
 
+EXPORT_FORMATS = {
+    ".csv": "format csv",
+    ".tsv": "format csv, delimiter '\t'",
+    ".json": "format json",  # one object per line
+    ".parquet": "format parquet",
+}
+"""COPY options of each file suffix export writes (a suffix it does not know is refused)."""
+
 FILTERS = "only_genre := $genre, only_content_type := $content_type"
 """The filter arguments every filtered macro takes, bound by name."""
 
@@ -131,19 +139,24 @@ class Recommender:
         return row["known"], row["has_history"]
 
     def export(self, out: Path, k: int = 20, user_ids: list[str] | None = None) -> int:
-        """Write every user's top k (or the given users') to out, CSV or Parquet by its suffix.
+        """Write every user's top k (or the given users') to out, in the format its suffix names
+        (EXPORT_FORMATS: CSV, TSV, JSON lines or Parquet).
 
         One row per user and rank: user_id, rank, item_id, score, source, reason
         (the macro recommend_many). A user without events gets the popular list.
         Returns the rows written.
         """
         _check_k(k)
-        file_format = "parquet" if out.suffix.lower() == ".parquet" else "csv"
+        options = EXPORT_FORMATS.get(out.suffix.lower())
+        if options is None:
+            raise BadArgument(
+                f"cannot tell the format of {out} from its suffix; use one of {', '.join(EXPORT_FORMATS)}"
+            )
         query = f"""
             copy (
                 select user_id, rank, item_id, score, source, reason
                 from recommend_many($user_ids, $k)
-            ) to $out (format {file_format})
+            ) to $out ({options})
         """
         self.database.cursor()  # the usual checks: the file exists and is not locked
         batch = open_read_only(self.db, threads=None)  # every core, apart from the serving instance

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -231,3 +232,33 @@ def test_recommend_all_equals_recommend_for_each_user(tmp_path, seed, k, params)
             ).fetchall()
         ]
         assert [row[:2] + row[3:] for row in macro] == [row[:2] + row[3:] for row in single]
+
+
+@pytest.mark.parametrize("suffix", [".tsv", ".json"])
+def test_export_writes_the_format_its_suffix_names(cli, tiny_dir, tmp_path, suffix):
+    out = tmp_path / f"recs{suffix}"
+    result = cli("--data-dir", tiny_dir, "--db", tmp_path / "recs.db", "export", "--k", "2", "--out", out)
+    assert result.exit_code == 0, result.stderr
+    if suffix == ".tsv":
+        rows = list(csv.DictReader(out.open(), delimiter="\t"))
+    else:
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert list(rows[0]) == ["user_id", "rank", "item_id", "score", "source", "reason"]
+    assert len(rows) == 6 and {row["user_id"] for row in rows} == {"u1", "u2", "u3"}
+
+
+def test_export_refuses_a_suffix_it_cannot_write(cli, tiny_dir, tmp_path):
+    out = tmp_path / "recs.txt"
+    result = cli("--data-dir", tiny_dir, "--db", tmp_path / "recs.db", "export", "--out", out)
+    assert result.exit_code == 1
+    assert result.stderr.strip().endswith("use one of .csv, .tsv, .json, .parquet")
+    assert not out.exists()
+
+
+def test_export_to_dash_writes_csv_on_stdout(cli, tiny_dir, tmp_path):
+    result = cli("--data-dir", tiny_dir, "--db", tmp_path / "recs.db", "export", "--k", "1", "--out", "-")
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(result.stdout.splitlines()))
+    assert [row["user_id"] for row in rows] == ["u1", "u2", "u3"]
+    assert "Wrote 3 rows to stdout." in result.stderr
+    assert not (tmp_path / "-").exists() and not Path("-").exists()
