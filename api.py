@@ -357,7 +357,7 @@ def create_app(
         finally:
             serving.close()
 
-    app = FastAPI(title="recs: what to watch next", description=DESCRIPTION, version="1.0.0", lifespan=lifespan)
+    app = FastAPI(title="recs: what to watch next", description=DESCRIPTION, version=engine.__version__, lifespan=lifespan)
     app.state.internal_errors = 0  # how often the catch-all 500 handler ran (tests assert 0)
     _add_error_handlers(app)
     app.include_router(router)

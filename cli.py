@@ -24,7 +24,7 @@ from engine import config
 
 app = typer.Typer(
     help="Recommend what to watch next, from watch-history CSVs, with a reason for each pick.",
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion for the user's shell
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -50,6 +50,15 @@ USER_ID = Annotated[str, typer.Option("--user-id", "--user_id", help="The user, 
 JSON = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
+def print_version(shown: bool) -> None:
+    """--version: the app's version (engine.__version__) and DuckDB's, then exit 0."""
+    if shown:
+        import duckdb
+
+        out.print(f"recs {engine.__version__} (DuckDB {duckdb.__version__})")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     db: Annotated[
@@ -61,6 +70,13 @@ def main(
             "--data-dir", "--data_dir", envvar="RECS_DATA_DIR", show_default="data", help="Folder of the CSVs."
         )
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=print_version, is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
 ) -> None:
     """Recommend what to watch next, from watch-history CSVs, with a reason for each pick.
 

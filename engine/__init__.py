@@ -12,6 +12,9 @@ order into recs.db, and answers questions with the named queries stored there.
 
 from __future__ import annotations
 
+__version__ = "1.1.0"
+"""The app's version: what `python cli.py --version` prints and the web API reports."""
+
 from functools import lru_cache
 
 from .build import BuildReport, Progress, build, ensure_built

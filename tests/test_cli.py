@@ -319,3 +319,11 @@ def test_history_of_an_unknown_user_is_an_error(cli, tiny_dir, tmp_path):
     result = cli("--db", tmp_path / "recs.db", "--data-dir", tiny_dir, "history", "--user_id", "nobody")
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines()[-1] == "Error: user 'nobody' is not known: not in users.csv and no events"
+
+
+def test_version_prints_the_apps_and_duckdbs_version(cli):
+    import duckdb
+
+    result = cli("--version")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == f"recs {engine.__version__} (DuckDB {duckdb.__version__})"
