@@ -459,8 +459,8 @@ def print_params(report: engine.BuildReport) -> None:
 def tune(as_json: JSON = False) -> None:
     """Tune the model's parameters on this data, build recs.db with them, and show every trial.
 
-    A validation split is carved from the events (the latest 20% of all, and
-    each user's latest 20%); a fixed plan tries one parameter at a time and
+    A validation split is carved from the events (the latest 10% of all, and
+    each user's latest 10%); a fixed plan tries one parameter at a time and
     keeps what raises NDCG@10. The trials are stored in recs.db as
     tuning_trials. A plain 'build' does the same on small data.
 
