@@ -21,17 +21,19 @@ def hold_out(con: duckdb.DuckDBPyConnection, split: str, test_frac: float) -> di
     return relevant
 
 
-def top_k_lists(con: duckdb.DuckDBPyConnection, k: int) -> dict[str, list[str]]:
-    """The current model's top k (recommend_all) for every evaluated user, best first."""
+def top_k_lists(con: duckdb.DuckDBPyConnection, k: int, users: list[str] | None = None) -> dict[str, list[str]]:
+    """The current model's top k (recommend_all) for each of users (default: every evaluated
+    user, in relevant_items), best first. Only their rows are scored."""
+    if users is None:
+        users = [row[0] for row in con.execute("select distinct user_id from relevant_items").fetchall()]
     lists: dict[str, list[str]] = defaultdict(list)
     rows = con.execute(
         """
         select user_id, item_id
-        from recommend_all($k)
-        where user_id in (select user_id from relevant_items)
+        from recommend_all($k, for_users := $users::varchar[])
         order by user_id, rank
         """,
-        {"k": k},
+        {"k": k, "users": sorted(users)},
     ).fetchall()
     for user_id, item_id in rows:
         lists[user_id].append(item_id)

@@ -73,13 +73,28 @@ select
 from top
 order by rank;
 
--- candidate_scores: one row per user and item the model could recommend to
--- them (an item similar to something they watched), with its score:
+-- user_scope: the rows of user_keys for for_users (a list of user ids; null
+-- = every user with events). The all-users plan below reads only these
+-- users' rows, so a batch of users (export --users, the tuner's validation
+-- users) costs what those users cost.
+create or replace macro user_scope(for_users) as table
+select user_keys.*
+from user_keys
+where for_users is null
+union all
+select user_keys.*
+from user_keys
+semi join (select unnest(for_users) as user_id) as wanted on wanted.user_id = user_keys.user_id
+where for_users is not null;
+
+-- candidate_scores: one row per user (of for_users) and item the model could
+-- recommend to them (an item similar to something they watched), with its score:
 --   score(u, i) = sum over u's watched items w of contribution(u, w -> i)
 -- because_key is the watched item that contributed most: the reason shown.
--- By key (join user_keys and items for the ids). For every user at once;
--- recommend_personal has the one-user plan of the same sum.
-create or replace view candidate_scores as
+-- By key (join user_keys and items for the ids), e.g.
+--   select * from candidate_scores(null) order by user_key, score desc;
+-- For many users at once; recommend_personal has the one-user plan of the same sum.
+create or replace macro candidate_scores(for_users) as table
 with contributions as (
     select
         user_item_strength.user_key,
@@ -92,6 +107,7 @@ with contributions as (
             model_params.user_half_life_days
         ) as contribution
     from user_item_strength
+    semi join user_scope(for_users) as scope on scope.user_key = user_item_strength.user_key
     cross join model_params
     join neighbor_lists on neighbor_lists.item_key = user_item_strength.item_key
     cross join unnest(neighbor_lists.neighbors) as entry (neighbor)
@@ -107,25 +123,29 @@ select
 from contributions
 group by user_key, item_key;
 
--- excluded_items: one row per user and item never to be recommended to them
--- (is_excluded). By key; every user at once, as user_excluded is for one.
-create or replace view excluded_items as
+-- excluded_items: one row per user (of for_users) and item never to be
+-- recommended to them (is_excluded). By key; for many users at once, as
+-- user_excluded is for one.
+create or replace macro excluded_items(for_users) as table
 select
     user_item_strength.user_key,
     user_item_strength.item_key
 from user_item_strength
+semi join user_scope(for_users) as scope on scope.user_key = user_item_strength.user_key
 cross join model_params
 where is_excluded(user_item_strength.is_heavy, model_params.resurface_light);
 
--- recommend_all: the top_k items for every user with events; one row per
--- user and rank. The candidates (items similar to what the user watched
+-- recommend_all: the top_k items for every user with events (or only those
+-- of for_users, a list of user ids); one row per user and rank. The candidates (items similar to what the user watched
 -- and, with a popularity prior, the most popular items they may get) are
 -- ranked by personal score plus prior, as in recommend_personal; when fewer
 -- than top_k remain after the filters and exclusions, popular items (same
 -- filters) fill the list, marked 'popular'. Filters apply before the top k
 -- is taken. It answers what recommend answers, for every user in one plan
 -- (batch export and evaluation); a test checks the two agree.
-create or replace macro recommend_all(top_k := 10, only_genre := null, only_content_type := null) as table
+create or replace macro recommend_all(
+    top_k := 10, only_genre := null, only_content_type := null, for_users := null
+) as table
 with eligible as (
     select
         popular_items.*,
@@ -135,9 +155,9 @@ with eligible as (
 
 neighbour_candidates as (
     select candidate_scores.*
-    from candidate_scores
+    from candidate_scores(for_users) as candidate_scores
     semi join eligible on eligible.item_key = candidate_scores.item_key
-    anti join excluded_items
+    anti join excluded_items(for_users) as excluded_items
         on excluded_items.user_key = candidate_scores.user_key
         and excluded_items.item_key = candidate_scores.item_key
 ),
@@ -154,10 +174,10 @@ popular_candidates as (
             user_keys.user_key,
             eligible.item_key,
             row_number() over (partition by user_keys.user_key order by eligible.position) as order_in_source
-        from user_keys
+        from user_scope(for_users) as user_keys
         cross join model_params
         join eligible on eligible.position <= user_keys.count_items + top_k
-        anti join excluded_items
+        anti join excluded_items(for_users) as excluded_items
             on excluded_items.user_key = user_keys.user_key
             and excluded_items.item_key = eligible.item_key
         where model_params.popularity_prior > 0
@@ -234,9 +254,9 @@ fill_ranked as (
         eligible.score,
         eligible.viewers,
         row_number() over (partition by user_keys.user_key order by eligible.position) as order_in_source
-    from user_keys
+    from user_scope(for_users) as user_keys
     join eligible on eligible.position <= user_keys.count_items + 2 * top_k
-    anti join excluded_items
+    anti join excluded_items(for_users) as excluded_items
         on excluded_items.user_key = user_keys.user_key
         and excluded_items.item_key = eligible.item_key
     anti join personal
@@ -468,8 +488,7 @@ with wanted as (
 
 picks as (
     select all_picks.*
-    from recommend_all(top_k) as all_picks
-    semi join wanted on wanted.user_id = all_picks.user_id
+    from recommend_all(top_k, for_users := user_ids) as all_picks
     union all
     select wanted.user_id, popular_picks.*
     from wanted

@@ -221,6 +221,16 @@ def test_recommend_all_equals_recommend_for_each_user(tmp_path, seed, k, params)
         ]
         assert [row[:2] + row[3:] for row in batch] == [row[:2] + row[3:] for row in single]
         assert [row[2] for row in batch] == pytest.approx([row[2] for row in single])
+        # scoring only some users (export --users, the tuner) gives them the same lists
+        some = event_users[::3] + ["nobody"]
+        scoped = con.execute(
+            "select user_id, item_id, score, source from recommend_all($k, only_genre := $g, for_users := $users)"
+            " order by user_id, rank",
+            {"g": genre, "k": k, "users": some},
+        ).fetchall()
+        expected = [row for row in batch if row[0] in some]
+        assert [row[:2] + row[3:] for row in scoped] == [row[:2] + row[3:] for row in expected]
+        assert [row[2] for row in scoped] == pytest.approx([row[2] for row in expected])
         # the recommend macro (what the duckdb shell runs) gives the same lists
         # as the app, which asks recommend_personal first
         macro = [
