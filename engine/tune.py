@@ -13,6 +13,7 @@ self-join. Every trial is kept: the build stores them as `tuning_trials`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,11 @@ K = 10
 MIN_VALIDATION_USERS = 50
 """Fewer evaluated users than this in a split: too little to tell parameters apart; the split is
 left out, and with no split left the defaults stay."""
+MAX_VALIDATION_USERS = 4_000
+"""A split with more evaluated users than this scores a fixed sample of them (by a hash of the
+user id): a trial's cost is the users it scores. On the A look-alike (user split: 14,483 users)
+the full plan with 4,000 made every choice it made with all of them, each trial's NDCG within 0.001,
+and its trials took 40% less time."""
 MIN_GAIN = 0.005
 """A value is kept only when it beats the best mean NDCG by this share (0.5%): noise is not chased."""
 MAX_EVENTS = 500_000
@@ -118,14 +124,18 @@ class Validation:
             sqlfiles.run_file(con, path)
         for table in ("users", "items", "events"):
             con.execute(f'create table {table} as select * from "{source}".main.{table}')
-        self.relevant = hold_out(con, split, VALIDATION_FRAC)
+        relevant = hold_out(con, split, VALIDATION_FRAC)
+        if len(relevant) > MAX_VALIDATION_USERS:
+            sample = sorted(relevant, key=lambda user: hashlib.md5(user.encode()).hexdigest())
+            relevant = {user: relevant[user] for user in sample[:MAX_VALIDATION_USERS]}
+        self.relevant = relevant
         self.catalogue_size = con.execute("select count(*) from items").fetchone()[0]
 
     def fit_and_score(self, params: ModelParams, layers: set[str] | None) -> tuple[float, float, float]:
         """(NDCG, recall, coverage) at K of params, re-running only the given sql/ layers (None = all)."""
         self.con.execute(f'use "{self.catalog}"')
         model_into(self.con, params, only=layers)
-        lists = top_k_lists(self.con, K)
+        lists = top_k_lists(self.con, K, list(self.relevant))
         result = score(self.split, lists, self.relevant, K, self.catalogue_size)
         return result.ndcg, result.recall, result.coverage
 

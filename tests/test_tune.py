@@ -127,6 +127,22 @@ def test_the_budget_stops_the_plan_but_runs_the_last_step(tmp_path):
     assert [t.step for t in result.trials] == ["start"] + ["popularity_prior"] * (len(tune.PRIORS) - 1)
 
 
+def test_a_large_validation_split_scores_a_fixed_sample_of_its_users(tmp_path, monkeypatch):
+    monkeypatch.setattr(tune, "MAX_VALIDATION_USERS", 120)
+    folder = write_dataset(tmp_path / "data", *hits_dataset())
+    with duckdb.connect(str(tmp_path / "t.db")) as con:
+        load_into(con, folder)
+        source = con.execute("select current_database()").fetchone()[0]
+        samples = []
+        for number in range(2):
+            validation = tune.Validation(con, source, "user", number)
+            samples.append(set(validation.relevant))
+            all_evaluated = con.execute("select count(distinct user_id) from relevant_items").fetchone()[0]
+            validation.close(source)
+    assert all_evaluated == 300
+    assert len(samples[0]) == 120 and samples[0] == samples[1]  # the same users every time
+
+
 # --- trials reuse tables: a partial re-run must equal a full one -------------------------
 
 MODEL_TABLES = {
