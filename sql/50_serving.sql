@@ -30,8 +30,9 @@ cross join model_params
 where is_excluded(history.is_heavy, model_params.resurface_light);
 
 -- popular_eligible: the catalogue in popularity order, only items passing
--- the filters: what the popular list and every popular fill draw from.
-create or replace macro popular_eligible(only_genre, only_content_type) as table
+-- the filters (matches_filters: genres, content types, except_items): what
+-- the popular list and every popular fill draw from.
+create or replace macro popular_eligible(only_genre, only_content_type, except_items := null) as table
 select
     item_popularity.item_key,
     item_popularity.item_id,
@@ -43,18 +44,25 @@ select
     item_popularity.viewers,
     item_popularity.popularity_rank
 from item_popularity
-where matches_filters(item_popularity.genre, item_popularity.content_type, only_genre, only_content_type);
+where matches_filters(
+    item_popularity.genre, item_popularity.content_type, only_genre, only_content_type,
+    item_id := item_popularity.item_id, except_items := except_items
+);
 
--- popular: the top_k most popular items, optionally of one genre and/or
--- content type. One row per item, best first. item_popularity carries every
+-- popular: the top_k most popular items, optionally of some genres and/or
+-- content types (one or a list each: any of them), never those of
+-- except_items. One row per item, best first. item_popularity carries every
 -- column shown, so this reads one table.
-create or replace macro popular(top_k := 10, only_genre := null, only_content_type := null) as table
+create or replace macro popular(
+    top_k := 10, only_genre := null, only_content_type := null, except_items := null
+) as table
 with top as (
     select eligible.*
-    from popular_eligible(only_genre, only_content_type) as eligible
+    from popular_eligible(only_genre, only_content_type, except_items := except_items) as eligible
     -- ranks run 1, 2, 3, ... so without a filter the top k are ranks 1..k:
     -- said outright, the scan reads a few rows instead of the catalogue
-    where only_genre is not null or only_content_type is not null or eligible.popularity_rank <= top_k
+    where only_genre is not null or only_content_type is not null or except_items is not null
+        or eligible.popularity_rank <= top_k
     order by eligible.popularity_rank
     limit top_k
 )
@@ -125,12 +133,14 @@ where is_excluded(user_item_strength.is_heavy, model_params.resurface_light);
 -- filters) fill the list, marked 'popular'. Filters apply before the top k
 -- is taken. It answers what recommend answers, for every user in one plan
 -- (batch export and evaluation); a test checks the two agree.
-create or replace macro recommend_all(top_k := 10, only_genre := null, only_content_type := null) as table
+create or replace macro recommend_all(
+    top_k := 10, only_genre := null, only_content_type := null, except_items := null
+) as table
 with eligible as (
     select
         popular_items.*,
         row_number() over (order by popular_items.popularity_rank) as position
-    from popular_eligible(only_genre, only_content_type) as popular_items
+    from popular_eligible(only_genre, only_content_type, except_items := except_items) as popular_items
 ),
 
 neighbour_candidates as (
@@ -302,7 +312,9 @@ where ranked.rank <= top_k;
 -- sum of candidate_scores for one user, as its own plan: a user filter on
 -- that view does not reach its scan (at 10M, seconds per user instead of
 -- milliseconds).
-create or replace macro recommend_personal(for_user, top_k := 10, only_genre := null, only_content_type := null) as table
+create or replace macro recommend_personal(
+    for_user, top_k := 10, only_genre := null, only_content_type := null, except_items := null
+) as table
 with history as (
     select * from user_rows(for_user)
 ),
@@ -344,7 +356,7 @@ popular_candidates as (
     -- with a popularity prior, the top_k most popular items for_user may get
     -- compete with the neighbours (only top_k can win on popularity alone)
     select eligible.item_key
-    from popular_eligible(only_genre, only_content_type) as eligible
+    from popular_eligible(only_genre, only_content_type, except_items := except_items) as eligible
     cross join model_params
     cross join evidence
     where model_params.popularity_prior > 0
@@ -375,7 +387,10 @@ eligible_candidates as (
     from candidates
     cross join evidence
     join item_popularity as item on item.item_key = candidates.item_key
-    where matches_filters(item.genre, item.content_type, only_genre, only_content_type)
+    where matches_filters(
+            item.genre, item.content_type, only_genre, only_content_type,
+            item_id := item.item_id, except_items := except_items
+        )
         and candidates.item_key not in (select item_key from user_excluded(for_user))
 ),
 
@@ -418,16 +433,22 @@ order by rank;
 -- Personalised picks first; when fewer than top_k pass the filters, popular
 -- items (same filters, nothing for_user watched, marked 'popular') fill the
 -- list. A user without events (unknown, or only in users.csv) gets the
--- popular list.
-create or replace macro recommend(for_user, top_k := 10, only_genre := null, only_content_type := null) as table
+-- popular list. Items of except_items (e.g. already on the user's screen)
+-- are never picked.
+create or replace macro recommend(
+    for_user, top_k := 10, only_genre := null, only_content_type := null, except_items := null
+) as table
 with personal as (
     select *
-    from recommend_personal(for_user, top_k, only_genre := only_genre, only_content_type := only_content_type)
+    from recommend_personal(
+        for_user, top_k, only_genre := only_genre, only_content_type := only_content_type,
+        except_items := except_items
+    )
 ),
 
 fill as (
     select eligible.*
-    from popular_eligible(only_genre, only_content_type) as eligible
+    from popular_eligible(only_genre, only_content_type, except_items := except_items) as eligible
     where eligible.item_key not in (select item_key from user_excluded(for_user))
         and eligible.item_id not in (select personal.item_id from personal)
     order by eligible.popularity_rank
@@ -455,30 +476,54 @@ where combined.rank <= top_k
 order by combined.rank;
 
 -- recommend_many: the top_k for each of user_ids (a list; null = every user
--- in users.csv or with events), one row per user and rank, ordered by user
--- and rank. A user without events gets the popular list. What export writes.
-create or replace macro recommend_many(user_ids, top_k := 10) as table
-with wanted as (
-    select unnest(user_ids) as user_id where user_ids is not null
-    union
-    select user_id from users where user_ids is null
-    union
-    select user_id from user_keys where user_ids is null
+-- in users.csv or with events), one row per user and rank: the users in the
+-- order of user_ids (the first time each appears), else by user_id; each
+-- user's rows by rank. A user without events gets the popular list. The
+-- filters and except_items are those of recommend. What export writes, and
+-- what a batch of users is answered with.
+create or replace macro recommend_many(
+    user_ids, top_k := 10, only_genre := null, only_content_type := null, except_items := null
+) as table
+with listed as (
+    select
+        user_id,
+        min(position) as position
+    from (
+        select
+            unnest(user_ids) as user_id,
+            generate_subscripts(user_ids, 1) as position
+        where user_ids is not null
+    ) as given
+    group by user_id
+),
+
+wanted as (
+    select user_id, position from listed
+    union all
+    select everyone.user_id, null as position
+    from (select user_id from users union select user_id from user_keys) as everyone
+    where user_ids is null
 ),
 
 picks as (
     select all_picks.*
-    from recommend_all(top_k) as all_picks
+    from recommend_all(
+        top_k, only_genre := only_genre, only_content_type := only_content_type, except_items := except_items
+    ) as all_picks
     semi join wanted on wanted.user_id = all_picks.user_id
     union all
     select wanted.user_id, popular_picks.*
     from wanted
     anti join user_keys on user_keys.user_id = wanted.user_id
-    cross join popular(top_k) as popular_picks
+    cross join popular(
+        top_k, only_genre := only_genre, only_content_type := only_content_type, except_items := except_items
+    ) as popular_picks
 )
 
-select * from picks
-order by user_id, rank;
+select picks.*
+from picks
+join wanted on wanted.user_id = picks.user_id
+order by wanted.position, picks.user_id, picks.rank;
 
 -- user_history: what for_user watched, one row per item, latest first.
 create or replace macro user_history(for_user) as table

@@ -166,7 +166,7 @@ def test_export_writes_every_users_list(cli, tiny_dir, tmp_path):
     assert result.exit_code == 0, result.stderr
     with out.open() as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0].keys()) == ["user_id", "rank", "item_id", "score", "source", "reason"]
+    assert list(rows[0].keys()) == ["user_id", "rank", "item_id", "title", "score", "source", "reason"]
     by_user = {}
     for row in rows:
         by_user.setdefault(row["user_id"], []).append(row["item_id"])
