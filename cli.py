@@ -132,7 +132,7 @@ def main(
         Optional[Path],
         typer.Option(
             "--config", show_default="$RECS_CONFIG, else ./recs.toml if there is one",
-            help="Settings file: paths, delimiter, encoding and [model] parameters (see 'recs params').",
+            help="Settings file (TOML): paths, delimiter, encoding, model parameters; see 'recs params'.",
         ),
     ] = None,
     version: Annotated[

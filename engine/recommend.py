@@ -70,8 +70,9 @@ class Recommender:
     progress:
         Called with each build step's name.
     input_format:
-        How the CSVs are written (delimiter, encoding); default from
-        $RECS_DELIMITER / $RECS_ENCODING, else detected / UTF-8.
+        How the CSVs are written (delimiter, encoding), if a build is needed;
+        None reads them as the last build did, else as $RECS_DELIMITER /
+        $RECS_ENCODING say, else delimiter from each header and UTF-8.
 
     When the data folder does not exist and db holds a model a build of ours
     finished (a recs.db shipped to a server on its own), it answers from
@@ -303,7 +304,8 @@ class Recommender:
             if value is None or isinstance(value, str) and name != "exclude":
                 continue
             if not isinstance(value, (list, tuple)) or not all(isinstance(part, str) for part in value):
-                raise BadArgument(f"{name} must be {'a list of item ids' if name == 'exclude' else 'a value or a list of values'}, not {value!r}")
+                kind = "a list of item ids" if name == "exclude" else "a value or a list of values"
+                raise BadArgument(f"{name} must be {kind}, not {value!r}")
         exclude = [item for item in exclude or () if item.strip()] or None
         if exclude:
             unknown = self.database.rows(

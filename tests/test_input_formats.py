@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -252,3 +253,32 @@ def test_each_genre_of_a_field_matches_a_genre_filter(multi_genre, genre, expect
 def test_the_known_genres_of_an_error_are_the_single_genres(multi_genre):
     with pytest.raises(engine.UnknownFilter, match=r"^no item has genre 'western'; known: action, drama, family, romance$"):
         multi_genre.popular(genre="western")
+
+
+# --- through the command line -------------------------------------------------------
+
+
+def test_cli_encoding_flag_reads_a_cp1252_file(cli, tmp_path):
+    folder = cp1252_folder(tmp_path)
+    result = cli("--db", tmp_path / "recs.db", "--data-dir", folder, "--encoding", "cp1252", "history", "--user_id", "u3", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "Café Noël – Übermorgen" in [item["title"] for item in json.loads(result.stdout)["items"]]
+    assert "load issues" not in result.stderr
+
+
+def test_cli_delimiter_flag_forces_one(cli, tmp_path):
+    folder = write_variant(tmp_path / "data", (TINY_USERS, TINY_ITEMS, TINY_EVENTS), delimiter="|")
+    base = ("--db", tmp_path / "recs.db", "--data-dir", folder)
+    forced = cli(*base, "--delimiter", ";", "popular")
+    assert forced.exit_code == 1
+    assert "users.csv, line 1: missing column(s)" in forced.stderr and "delimiter ';'" in forced.stderr
+    detected = cli(*base, "popular", "--k", "2", "--json")
+    assert detected.exit_code == 0, detected.stderr
+    assert [item["item_id"] for item in json.loads(detected.stdout)["items"]] == ["i2", "i1"]
+
+
+@pytest.mark.parametrize("flag, value", [("--delimiter", ";;"), ("--encoding", "klingon")])
+def test_cli_bad_delimiter_or_encoding_is_a_usage_error(cli, tmp_path, flag, value):
+    result = cli("--db", tmp_path / "recs.db", "--data-dir", tmp_path, flag, value, "popular")
+    assert result.exit_code == 2
+    assert value in result.stderr
