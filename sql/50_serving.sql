@@ -85,25 +85,39 @@ order by rank;
 -- them (an item similar to something they watched), with its score:
 --   score(u, i) = sum over u's watched items w of contribution(u, w -> i)
 -- because_key is the watched item that contributed most: the reason shown.
--- By key (join user_keys and items for the ids). For every user at once;
--- recommend_personal has the one-user plan of the same sum.
-create or replace view candidate_scores as
-with contributions as (
+-- By key (join user_keys and items for the ids). candidate_scores_of is
+-- the same for the users of for_keys (a list of user keys; null = every
+-- user); recommend_personal has the one-user plan of the same sum.
+create or replace macro candidate_scores_of(for_keys) as table
+with strengths as (
+    -- every user's rows, or the chosen users' (by a join on the table itself:
+    -- a user filter above the sum, or an OR beside it, would not reach its scan)
+    select user_item_strength.*
+    from user_item_strength
+    where for_keys is null
+    union all
+    select user_item_strength.*
+    from user_item_strength
+    semi join (select unnest(for_keys) as user_key) as chosen
+        on chosen.user_key = user_item_strength.user_key
+),
+
+contributions as (
     select
-        user_item_strength.user_key,
+        strengths.user_key,
         entry.neighbor.neighbor_key as item_key,
-        user_item_strength.item_key as because_key,
+        strengths.item_key as because_key,
         contribution(
-            user_item_strength.strength,
+            strengths.strength,
             entry.neighbor.similarity,
-            user_item_strength.days_before_user_end,
+            strengths.days_before_user_end,
             model_params.user_half_life_days
         ) as contribution
-    from user_item_strength
+    from strengths
     cross join model_params
-    join neighbor_lists on neighbor_lists.item_key = user_item_strength.item_key
+    join neighbor_lists on neighbor_lists.item_key = strengths.item_key
     cross join unnest(neighbor_lists.neighbors) as entry (neighbor)
-    where user_item_strength.strength > 0
+    where strengths.strength > 0
 )
 
 select
@@ -115,6 +129,9 @@ select
 from contributions
 group by user_key, item_key;
 
+create or replace view candidate_scores as
+select * from candidate_scores_of(null);
+
 -- excluded_items: one row per user and item never to be recommended to them
 -- (is_excluded). By key; every user at once, as user_excluded is for one.
 create or replace view excluded_items as
@@ -125,7 +142,8 @@ from user_item_strength
 cross join model_params
 where is_excluded(user_item_strength.is_heavy, model_params.resurface_light);
 
--- recommend_all: the top_k items for every user with events; one row per
+-- recommend_all: the top_k items for every user with events (or those of
+-- for_users, a list of user ids, reading only their rows); one row per
 -- user and rank. The candidates (items similar to what the user watched
 -- and, with a popularity prior, the most popular items they may get) are
 -- ranked by personal score plus prior, as in recommend_personal; when fewer
@@ -134,9 +152,16 @@ where is_excluded(user_item_strength.is_heavy, model_params.resurface_light);
 -- is taken. It answers what recommend answers, for every user in one plan
 -- (batch export and evaluation); a test checks the two agree.
 create or replace macro recommend_all(
-    top_k := 10, only_genre := null, only_content_type := null, except_items := null
+    top_k := 10, only_genre := null, only_content_type := null, except_items := null, for_users := null
 ) as table
-with eligible as (
+with chosen as (
+    -- the users answered: those of for_users (a list of user ids) with events, else all with events
+    select user_keys.*
+    from user_keys
+    where for_users is null or list_contains(for_users, user_keys.user_id)
+),
+
+eligible as (
     select
         popular_items.*,
         row_number() over (order by popular_items.popularity_rank) as position
@@ -145,7 +170,9 @@ with eligible as (
 
 neighbour_candidates as (
     select candidate_scores.*
-    from candidate_scores
+    from candidate_scores_of(
+        case when for_users is not null then (select coalesce(list(chosen.user_key), []) from chosen) end
+    ) as candidate_scores
     semi join eligible on eligible.item_key = candidate_scores.item_key
     anti join excluded_items
         on excluded_items.user_key = candidate_scores.user_key
@@ -164,7 +191,7 @@ popular_candidates as (
             user_keys.user_key,
             eligible.item_key,
             row_number() over (partition by user_keys.user_key order by eligible.position) as order_in_source
-        from user_keys
+        from chosen as user_keys
         cross join model_params
         join eligible on eligible.position <= user_keys.count_items + top_k
         anti join excluded_items
@@ -244,7 +271,7 @@ fill_ranked as (
         eligible.score,
         eligible.viewers,
         row_number() over (partition by user_keys.user_key order by eligible.position) as order_in_source
-    from user_keys
+    from chosen as user_keys
     join eligible on eligible.position <= user_keys.count_items + 2 * top_k
     anti join excluded_items
         on excluded_items.user_key = user_keys.user_key
@@ -508,7 +535,8 @@ wanted as (
 picks as (
     select all_picks.*
     from recommend_all(
-        top_k, only_genre := only_genre, only_content_type := only_content_type, except_items := except_items
+        top_k, only_genre := only_genre, only_content_type := only_content_type, except_items := except_items,
+        for_users := user_ids
     ) as all_picks
     semi join wanted on wanted.user_id = all_picks.user_id
     union all

@@ -14,6 +14,7 @@ import pytest
 
 import api
 import engine
+from conftest import random_dataset, write_dataset
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*httpx.*", category=UserWarning)
@@ -205,3 +206,15 @@ def test_api_batch_refuses_a_bad_request_with_422(client, body, message):
     response = client.post("/recommendations/batch", json=body)
     assert response.status_code == 422, response.text
     assert response.json()["message"].startswith(message)
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_a_batch_agrees_with_recommend_under_the_default_model_with_its_prior(tmp_path, seed):
+    users, items, events = random_dataset(seed)
+    folder = write_dataset(tmp_path / "data", users, items, events)
+    recommender = engine.Recommender(tmp_path / "recs.db", folder, engine.ModelParams())  # prior, shrinkage, trend
+    asked = [user for user, *_ in users[::3]] + ["nobody"]
+    for kwargs in ({}, dict(genre="drama", exclude=["i1", "i2"], offset=2)):
+        batch = recommender.recommend_batch(asked, 4, **kwargs)
+        assert [answer.to_dict() for answer in batch] == [recommender.recommend(user, 4, **kwargs).to_dict() for user in asked]
+    recommender.close()
