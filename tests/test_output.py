@@ -175,3 +175,18 @@ def test_export_to_a_format_it_cannot_write_is_a_usage_error_naming_the_formats(
     message = " ".join(result.stderr.replace("│", " ").split())
     assert "csv, tsv, json, jsonl, parquet" in message
     assert not (tmp_path / "recs.txt").exists() and not (tmp_path / "recs.csv").exists()
+
+
+def test_evaluate_as_csv_has_one_line_per_model_with_the_json_fields(cli, tiny_dir, monkeypatch):
+    from engine.metrics import Scores
+
+    scores = [
+        Scores("recs (tuned)", 5, 3, 0.5, 0.1, 0.4, 0.1, 0.6, 0.2, 0.75, 0.01),
+        Scores("most popular", 5, 3, 0.25, 0.1, 0.2, 0.1, 0.3, 0.2, 0.5, 0.0),
+    ]
+    monkeypatch.setattr(cli_module.engine, "evaluate", lambda *args, **kwargs: scores)  # the rendering only
+    result = cli("--data-dir", tiny_dir, "evaluate", "--k", "5", "--format", "csv")
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    as_json = json.loads(cli("--data-dir", tiny_dir, "evaluate", "--k", "5", "--json").stdout)["results"]
+    assert rows == [{key: str(value) for key, value in entry.items()} for entry in as_json]
