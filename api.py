@@ -46,6 +46,9 @@ ALLOWED = {
     "item_id": "an item id such as i1",
     "genre": "a genre of the catalogue, e.g. drama (case-insensitive; empty means any)",
     "content_type": "a content type of the catalogue: tv, movie, series or microdrama (case-insensitive; empty means any)",
+    "exclude": "item ids of the catalogue, comma-separated or repeated, e.g. i1,i2",
+    "offset": "a whole number of at least 0: how many of the list to skip",
+    "user_ids": f"from 1 to {engine.MAX_BATCH} user ids",
 }
 
 # Engine errors as HTTP answers, most specific first: (status, error code).
@@ -169,19 +172,25 @@ K_QUERY = Query(
     openapi_examples={"five": {"summary": "five items", "value": 5}},
 )
 GENRE_QUERY = Query(
-    description=f"Only items of this genre: {ALLOWED['genre']}.",
+    description=f"Only items of this genre: {ALLOWED['genre']}. Repeat it (or separate by commas) for any of several.",
     openapi_examples={
         "any": {"summary": "no filter", "value": ""},
         "drama": {"summary": "drama only", "value": "drama"},
     },
 )
 CONTENT_TYPE_QUERY = Query(
-    description=f"Only items of this content type: {ALLOWED['content_type']}.",
+    description=f"Only items of this content type: {ALLOWED['content_type']}. Repeat it (or separate by commas) "
+    "for any of several.",
     openapi_examples={
         "any": {"summary": "no filter", "value": ""},
         "series": {"summary": "series only", "value": "series"},
     },
 )
+EXCLUDE_QUERY = Query(
+    description=f"Never these items (e.g. those already on screen): {ALLOWED['exclude']}.",
+    openapi_examples={"none": {"summary": "exclude nothing", "value": ""}, "two": {"summary": "two items", "value": "i1,i2"}},
+)
+OFFSET_QUERY = Query(ge=0, description=f"For paging: {ALLOWED['offset']}; offset=10&k=10 is ranks 11-20.")
 USER_QUERY = Query(
     min_length=1, description=f"The user: {ALLOWED['user_id']}.",
     openapi_examples={
@@ -204,9 +213,11 @@ def get_recommender(request: Request) -> engine.Recommender:
 RecommenderDep = Annotated[engine.Recommender, Depends(get_recommender)]
 
 
-def _blank_to_none(value: Optional[str]) -> Optional[str]:
-    """An empty filter (`?genre=`) means no filter, as an HTML form sends it."""
-    return value if value else None
+def _values(values: Optional[list[str]]) -> Optional[list[str]]:
+    """A repeatable parameter's values, each split on commas; None (no filter) when all are
+    empty: `?genre=` means no filter, as an HTML form sends it."""
+    parts = [part.strip() for value in values or () for part in value.split(",") if part.strip()]
+    return parts or None
 
 
 def _answer(result) -> JSONResponse:
@@ -248,10 +259,12 @@ def health(recommender: RecommenderDep) -> dict:
 def popular(
     recommender: RecommenderDep,
     k: Annotated[int, K_QUERY] = 10,
-    genre: Annotated[Optional[str], GENRE_QUERY] = None,
-    content_type: Annotated[Optional[str], CONTENT_TYPE_QUERY] = None,
+    genre: Annotated[Optional[list[str]], GENRE_QUERY] = None,
+    content_type: Annotated[Optional[list[str]], CONTENT_TYPE_QUERY] = None,
+    exclude: Annotated[Optional[list[str]], EXCLUDE_QUERY] = None,
+    offset: Annotated[int, OFFSET_QUERY] = 0,
 ) -> JSONResponse:
-    return _answer(recommender.popular(k, _blank_to_none(genre), _blank_to_none(content_type)))
+    return _answer(recommender.popular(k, _values(genre), _values(content_type), _values(exclude), offset))
 
 
 @router.get(
@@ -269,10 +282,50 @@ def recommendations(
     recommender: RecommenderDep,
     user_id: Annotated[str, USER_QUERY],
     k: Annotated[int, K_QUERY] = 10,
-    genre: Annotated[Optional[str], GENRE_QUERY] = None,
-    content_type: Annotated[Optional[str], CONTENT_TYPE_QUERY] = None,
+    genre: Annotated[Optional[list[str]], GENRE_QUERY] = None,
+    content_type: Annotated[Optional[list[str]], CONTENT_TYPE_QUERY] = None,
+    exclude: Annotated[Optional[list[str]], EXCLUDE_QUERY] = None,
+    offset: Annotated[int, OFFSET_QUERY] = 0,
 ) -> JSONResponse:
-    return _answer(recommender.recommend(user_id, k, _blank_to_none(genre), _blank_to_none(content_type)))
+    return _answer(
+        recommender.recommend(user_id, k, _values(genre), _values(content_type), _values(exclude), offset)
+    )
+
+
+class BatchRequest(BaseModel):
+    """Several users' recommendations in one request, with the same k, filters and exclusions."""
+
+    user_ids: list[str] = Field(
+        min_length=1, max_length=engine.MAX_BATCH, description=f"The users: {ALLOWED['user_ids']}.",
+        examples=[["u1", "u2", "nobody"]],
+    )
+    k: int = Field(10, ge=1, le=MAX_K, description=f"How many items each: {ALLOWED['k']}.")
+    genre: list[str] = Field(default_factory=list, description="Only items of any of these genres; [] = any.")
+    content_type: list[str] = Field(default_factory=list, description="Only any of these content types; [] = any.")
+    exclude: list[str] = Field(default_factory=list, description="Item ids never to pick, for every user.")
+    offset: int = Field(0, ge=0, description=f"For paging: {ALLOWED['offset']}.")
+
+
+class BatchResponse(BaseModel):
+    results: list[engine.Recommendations] = Field(description="One answer per user id, in the order asked.")
+
+
+@router.post(
+    "/recommendations/batch",
+    response_model=BatchResponse,
+    summary="What each of several users should watch next",
+    description=f"What `/recommendations` answers, for each of up to {engine.MAX_BATCH} users in one request: "
+    "`{\"results\": [...]}`, one answer per user id in the order given (unknown users get popular items, "
+    "as there). A bad filter is one 422 for the whole batch.",
+    responses={422: BAD_K},
+    tags=["recommendations"],
+)
+def recommendations_batch(recommender: RecommenderDep, request: BatchRequest) -> JSONResponse:
+    answers = recommender.recommend_batch(
+        request.user_ids, request.k, _values(request.genre), _values(request.content_type),
+        _values(request.exclude), request.offset,
+    )
+    return JSONResponse({"results": [answer.to_dict() for answer in answers]})
 
 
 @router.get(
@@ -349,6 +402,8 @@ def create_app(
             serving = await run_in_threadpool(engine.Recommender, config.db_path(db), config.data_dir(data_dir))
             if serving.build_report is not None:
                 log.info("built %s in %.1f s", serving.db, serving.build_report.seconds)
+            if serving.standalone is not None:
+                log.info("%s", serving.standalone)
             if serving.stale is not None:
                 log.warning("answering from the model built at %s: %s", serving.stale_built_at, serving.stale)
         app.state.recommender = serving

@@ -7,20 +7,27 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import sys
 import tempfile
 from contextlib import contextmanager
+from dataclasses import fields as dataclass_fields
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Iterator, Optional
 
 import typer
+from rich import box
+from rich.cells import cell_len, set_cell_size
 from rich.console import Console
 from rich.table import Table
 
 import engine
-from engine import config
+from engine import config, settings
+from engine.build import built_state
+from engine.metrics import Scores
 
 app = typer.Typer(
     help="Recommend what to watch next, from watch-history CSVs, with a reason for each pick.",
@@ -36,18 +43,55 @@ err = Console(stderr=True, markup=False, highlight=False)
 class State:
     db: Optional[Path] = None
     data_dir: Optional[Path] = None
+    input_format: Optional[engine.InputFormat] = None
+    config: Optional[settings.Setting] = None
+    """The settings file (its value None when there is none) and why it is read."""
+    settings: dict = {}
+    params: Optional[engine.ModelParams] = None
+    """Model parameters the settings file pins (its [model] table), else None."""
 
 
 state = State()
 
 K = Annotated[int, typer.Option("--k", "-k", min=1, help="How many items (at least 1).")]
-GENRE = Annotated[Optional[str], typer.Option("--genre", help="Only items of this genre, e.g. drama.")]
+GENRE = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--genre", show_default="any",
+        help="Only items of this genre, e.g. drama; repeat it or separate by commas for any of several.",
+    ),
+]
 CONTENT_TYPE = Annotated[
-    Optional[str],
-    typer.Option("--content-type", "--content_type", help="Only this content type: tv, movie, series, microdrama."),
+    Optional[list[str]],
+    typer.Option(
+        "--content-type", "--content_type", show_default="any",
+        help="Only this content type (tv, movie, series, microdrama); repeat it or separate by commas for any of several.",
+    ),
+]
+EXCLUDE = Annotated[
+    Optional[list[str]],
+    typer.Option("--exclude", show_default="none", help="Item ids never to show, e.g. i1,i2 (those already on screen)."),
+]
+OFFSET = Annotated[
+    int, typer.Option("--offset", min=0, help="Skip this many of the list first: --offset 10 --k 10 is ranks 11-20.")
 ]
 USER_ID = Annotated[str, typer.Option("--user-id", "--user_id", help="The user, e.g. u1.")]
-JSON = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+JSON = Annotated[bool, typer.Option("--json", help="Print JSON: short for --format json.")]
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    tsv = "tsv"
+
+
+FORMAT = Annotated[
+    Optional[Format],
+    typer.Option(
+        "--format", show_default="table", help="table, json (as --json), or csv / tsv: one line per item after a header."
+    ),
+]
 
 
 def print_version(shown: bool) -> None:
@@ -61,6 +105,7 @@ def print_version(shown: bool) -> None:
 
 @app.callback()
 def main(
+    ctx: typer.Context,
     db: Annotated[
         Optional[Path], typer.Option("--db", envvar="RECS_DB", show_default="recs.db", help="Database file.")
     ] = None,
@@ -69,6 +114,26 @@ def main(
         typer.Option(
             "--data-dir", "--data_dir", envvar="RECS_DATA_DIR", show_default="data", help="Folder of the CSVs."
         )
+    ] = None,
+    delimiter: Annotated[
+        Optional[str],
+        typer.Option(
+            "--delimiter", envvar="RECS_DELIMITER", show_default="read from each header: , ; tab or |",
+            help="The CSVs' delimiter, e.g. ';' or tab.",
+        ),
+    ] = None,
+    encoding: Annotated[
+        Optional[str],
+        typer.Option(
+            "--encoding", envvar="RECS_ENCODING", show_default="utf-8", help="The CSVs' text encoding, e.g. cp1252."
+        ),
+    ] = None,
+    config_path: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--config", show_default="$RECS_CONFIG, else ./recs.toml if there is one",
+            help="Settings file (TOML): paths, delimiter, encoding, model parameters; see 'recs params'.",
+        ),
     ] = None,
     version: Annotated[
         bool,
@@ -82,7 +147,35 @@ def main(
 
     recs.db is (re)built automatically when it is missing or older than the CSVs.
     """
-    state.db, state.data_dir = db, data_dir
+    given = {
+        name: given_setting(ctx, name, value)
+        for name, value in (("db", db), ("data_dir", data_dir), ("delimiter", delimiter), ("encoding", encoding))
+    }
+    with reported_errors():  # a bad settings file is one error line, exit 1
+        state.config = settings.config_file(config_path)
+        state.settings = settings.resolve(given, state.config.value)
+        state.params, _ = settings.model_settings(state.config.value)
+    state.db, state.data_dir = Path(state.settings["db"].value), Path(state.settings["data_dir"].value)
+    delimiter, encoding = state.settings["delimiter"], state.settings["encoding"]
+    try:
+        # None: read the CSVs as the last build did (build_info), else by default
+        state.input_format = (
+            engine.InputFormat(delimiter.value, encoding.value)
+            if delimiter.source != "default" or encoding.source != "default" else None
+        )
+    except engine.BadArgument as error:
+        raise typer.BadParameter(str(error), param_hint="--delimiter / --encoding") from None
+
+
+def given_setting(ctx: typer.Context, name: str, value) -> Optional[settings.Setting]:
+    """A global option's value and source when a flag or the environment gave it, else None."""
+    if value is None:
+        return None
+    environment, flag, _ = settings.PATHS[name]
+    source = ctx.get_parameter_source(name)
+    if source is not None and source.name == "ENVIRONMENT":
+        return settings.Setting(str(value), f"environment {environment}")
+    return settings.Setting(str(value), f"flag {flag}")
 
 
 @contextmanager
@@ -116,7 +209,11 @@ def build_display() -> Iterator[engine.Progress]:
 def open_recommender() -> engine.Recommender:
     """The engine on the chosen paths, building recs.db first if needed."""
     with build_display() as progress:
-        recommender = engine.Recommender(state.db, state.data_dir, progress=progress)
+        recommender = engine.Recommender(
+            state.db, state.data_dir, state.params, progress=progress, input_format=state.input_format
+        )
+    if recommender.standalone is not None:
+        err.print(f"Note: {recommender.standalone}", soft_wrap=True)
     if recommender.stale is not None:
         err.print(
             f"Warning: answering from the model built at {recommender.stale_built_at}: {recommender.stale}",
@@ -145,38 +242,114 @@ def print_json(payload: dict) -> None:
     sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
 
 
+def chosen_format(format: Optional[Format], as_json: bool) -> Format:
+    """--format, or json for --json; both at once must agree (else a usage error, exit 2)."""
+    if as_json and format not in (None, Format.json):
+        raise typer.BadParameter(f"--json is short for --format json; it cannot go with --format {format.value}")
+    return Format.json if as_json else format or Format.table
+
+
+def print_rows(columns: list[str], rows: list[dict], format: Format) -> None:
+    """rows as CSV or TSV on plain stdout: a header line, then one line per row."""
+    writer = csv.DictWriter(
+        sys.stdout, fieldnames=columns, delimiter="\t" if format is Format.tsv else ",", lineterminator="\n"
+    )
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+PICK_COLUMNS = ["rank", "item_id", "title", "content_type", "genre", "score", "reason", "source"]
+"""The columns of a Pick's to_dict(), in order: the csv / tsv header of popular and recommend."""
+
+SHRINK_PLAN = (("title", 14), ("reason", 12), ("genre", 6), ("type", 6), ("title", 8))
+"""How a table too wide for the terminal is made to fit: each step shortens one column (its
+cells cut with an ellipsis) down to at most that many characters, until the table fits.
+Ids, ranks and numbers are never shortened."""
+
+
+def fitted_table(columns: list[tuple[str, str]], rows: list[list[str]], width: int | None = None) -> Table:
+    """A table of (header, justify) columns, one line per row, that fits width (default: the
+    terminal's; 80 when piped) by SHRINK_PLAN."""
+    width = width or out.width
+    natural = [max([cell_len(header)] + [cell_len(row[n]) for row in rows]) for n, (header, _) in enumerate(columns)]
+    gaps = 2 * (len(columns) - 1)  # two spaces between columns, none at the edges
+    widths = list(natural)
+    for name, floor in SHRINK_PLAN:
+        excess = sum(widths) + gaps - width
+        if excess <= 0:
+            break
+        for n, (header, _) in enumerate(columns):
+            if header == name:
+                widths[n] = max(min(floor, widths[n]), widths[n] - excess)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+    for (header, justify), size in zip(columns, widths):
+        table.add_column(header, justify=justify, no_wrap=True, min_width=size, max_width=size)
+    for row in rows:
+        table.add_row(*(_cut(cell, size) for cell, size in zip(row, widths)))
+    return table
+
+
+def _cut(text: str, size: int) -> str:
+    """text in at most size cells, ending in an ellipsis when it was longer."""
+    if cell_len(text) <= size:
+        return text
+    return set_cell_size(text, size - 1).rstrip() + "…"
+
+
 def item_table(items: list[engine.Pick], reason: bool = True) -> Table:
-    table = Table()
-    for column in ("rank", "item_id", "title", "content_type", "genre", "score"):
-        table.add_column(column, justify="right" if column in ("rank", "score") else "left")
+    columns = [("#", "right"), ("item_id", "left"), ("title", "left"), ("type", "left"), ("genre", "left"),
+               ("score", "right")]
     if reason:
-        table.add_column("reason")
+        columns.append(("reason", "left"))
+    rows = []
     for item in items:
         cells = [str(item.rank), item.item_id, item.title, item.content_type, item.genre, f"{item.score:.3f}"]
         if reason:
             cells.append(item.reason)
-        table.add_row(*cells)
-    return table
+        rows.append(cells)
+    return fitted_table(columns, rows)
 
 
-def filter_note(genre: Optional[str], content_type: Optional[str]) -> str:
-    parts = [f"genre {genre}" if genre else "", f"content type {content_type}" if content_type else ""]
+def filter_values(values: Optional[list[str]]) -> Optional[list[str]]:
+    """A repeatable option's values, each split on commas; None when none is given."""
+    parts = [part.strip() for value in values or () for part in value.split(",") if part.strip()]
+    return parts or None
+
+
+def filter_note(genre: Optional[list[str]], content_type: Optional[list[str]]) -> str:
+    parts = [
+        f"genre {' or '.join(genre)}" if genre else "",
+        f"content type {' or '.join(content_type)}" if content_type else "",
+    ]
     parts = [part for part in parts if part]
     return f" ({', '.join(parts)})" if parts else ""
 
 
 @app.command()
-def popular(k: K = 10, genre: GENRE = None, content_type: CONTENT_TYPE = None, as_json: JSON = False) -> None:
+def popular(
+    k: K = 10,
+    genre: GENRE = None,
+    content_type: CONTENT_TYPE = None,
+    exclude: EXCLUDE = None,
+    offset: OFFSET = 0,
+    format: FORMAT = None,
+    as_json: JSON = False,
+) -> None:
     """The most popular items on the platform.
 
-    Example: python cli.py popular --k 5
+    Example: python cli.py popular --k 5 --genre drama,romance --format csv
     """
+    shape = chosen_format(format, as_json)
+    genre, content_type = filter_values(genre), filter_values(content_type)
     with reported_errors():
-        answer = open_recommender().popular(k, genre, content_type)
-    if as_json:
+        answer = open_recommender().popular(k, genre, content_type, filter_values(exclude), offset)
+    if shape is Format.json:
         print_json(answer.to_dict())
         return
     items = answer.items
+    if shape is not Format.table:
+        print_rows(PICK_COLUMNS, [item.to_dict() for item in items], shape)
+        return
     if not items:
         out.print("No items to show: the catalogue is empty" + filter_note(genre, content_type) + ".")
         return
@@ -192,15 +365,20 @@ def recommend(
     k: K = 10,
     genre: GENRE = None,
     content_type: CONTENT_TYPE = None,
+    exclude: EXCLUDE = None,
+    offset: OFFSET = 0,
+    format: FORMAT = None,
     as_json: JSON = False,
 ) -> None:
     """What a user should watch next, each with the reason it was picked.
 
-    Example: python cli.py recommend --user_id u1 --k 5 --genre drama
+    Example: python cli.py recommend --user_id u1 --k 5 --genre drama --exclude i314,i288
     """
+    shape = chosen_format(format, as_json)
+    genre, content_type = filter_values(genre), filter_values(content_type)
     with reported_errors():
-        answer = open_recommender().recommend(user_id, k, genre, content_type)
-    if as_json:
+        answer = open_recommender().recommend(user_id, k, genre, content_type, filter_values(exclude), offset)
+    if shape is Format.json:
         print_json(answer.to_dict())
         return
     items = answer.items
@@ -209,6 +387,9 @@ def recommend(
         err.print(f"Note: {user_id} {why}; showing popular items instead.")
     elif any(item.source == "popular" for item in items):
         err.print("Note: fewer personalised picks than asked for; the rest are popular items.")
+    if shape is not Format.table:
+        print_rows(PICK_COLUMNS, [item.to_dict() for item in items], shape)
+        return
     if not items:
         out.print(f"Nothing left to recommend to {user_id}{filter_note(genre, content_type)}.")
         return
@@ -216,64 +397,76 @@ def recommend(
     out.print(item_table(items))
 
 
+HISTORY_COLUMNS = [spec.name for spec in dataclass_fields(engine.HistoryEntry)]
+"""The csv / tsv header of history: the fields of its JSON items."""
+
+
 @app.command()
-def history(user_id: USER_ID, as_json: JSON = False) -> None:
+def history(user_id: USER_ID, format: FORMAT = None, as_json: JSON = False) -> None:
     """What a user has watched: plays, seconds, completion, last watched.
 
-    Example: python cli.py history --user_id u1
+    Example: python cli.py history --user_id u1 --format tsv
     """
+    shape = chosen_format(format, as_json)
     with reported_errors():
         answer = open_recommender().history(user_id)
-    if as_json:
+    if shape is Format.json:
         print_json(answer.to_dict())
         return
+    if shape is not Format.table:
+        print_rows(HISTORY_COLUMNS, [row.to_dict() for row in answer.items], shape)
+        return
     out.print(f"Watch history of user {user_id}:")
-    table = Table()
-    for column in ("item_id", "title", "content_type", "genre", "plays", "seconds", "completion", "last watched"):
-        table.add_column(column, justify="right" if column in ("plays", "seconds", "completion") else "left")
-    for row in answer.items:
-        table.add_row(
+    columns = [("item_id", "left"), ("title", "left"), ("type", "left"), ("genre", "left"), ("plays", "right"),
+               ("seconds", "right"), ("completion", "right"), ("last watched", "left")]
+    rows = [
+        [
             row.item_id,
             row.title,
             row.content_type,
             row.genre,
             str(row.count_plays),
             f"{row.watch_seconds:.0f}",
-            f"{row.completion:.0%}" + (" (heavy)" if row.is_heavy else ""),
+            f"{row.completion:.0%}" + (" heavy" if row.is_heavy else ""),
             f"{row.last_watched_at:%Y-%m-%d %H:%M}",
-        )
-    out.print(table)
+        ]
+        for row in answer.items
+    ]
+    out.print(fitted_table(columns, rows))
 
 
 @app.command()
 def similar(
     item_id: Annotated[str, typer.Option("--item-id", "--item_id", help="The item, e.g. i1.")],
     k: K = 10,
+    format: FORMAT = None,
     as_json: JSON = False,
 ) -> None:
     """Items most similar to one item (the model's item-item similarity), with their support.
 
     Example: python cli.py similar --item_id i1 --k 5
     """
+    shape = chosen_format(format, as_json)
     with reported_errors():
         answer = open_recommender().similar(item_id, k)
-    if as_json:
+    if shape is Format.json:
         print_json(answer.to_dict())
         return
     items = answer.items
+    if shape is not Format.table:
+        print_rows(PICK_COLUMNS + ["support"], [item.to_dict() for item in items], shape)
+        return
     if not items:
         out.print(f"No item shares a viewer with {item_id}.")
         return
     out.print(f"Items similar to {item_id}:")
-    table = Table()
-    for column in ("rank", "item_id", "title", "content_type", "genre", "similarity", "support"):
-        table.add_column(column, justify="right" if column in ("rank", "similarity", "support") else "left")
-    for item in items:
-        table.add_row(
-            str(item.rank), item.item_id, item.title, item.content_type, item.genre,
-            f"{item.score:.3f}", str(item.support),
-        )
-    out.print(table)
+    columns = [("#", "right"), ("item_id", "left"), ("title", "left"), ("type", "left"), ("genre", "left"),
+               ("similarity", "right"), ("support", "right")]
+    rows = [
+        [str(item.rank), item.item_id, item.title, item.content_type, item.genre, f"{item.score:.3f}", str(item.support)]
+        for item in items
+    ]
+    out.print(fitted_table(columns, rows))
 
 
 @app.command()
@@ -285,6 +478,7 @@ def evaluate(
         float, typer.Option("--test-frac", "--test_frac", min=0.01, max=0.99, help="Share of events held out.")
     ] = 0.2,
     k: K = 10,
+    format: FORMAT = None,
     as_json: JSON = False,
 ) -> None:
     """Measure recommendation quality offline: hide the latest events, predict them.
@@ -294,10 +488,17 @@ def evaluate(
 
     Example: python cli.py evaluate --split user --k 10
     """
+    shape = chosen_format(format, as_json)
     with reported_errors(), build_display() as progress:
-        results = engine.evaluate(config.data_dir(state.data_dir), split, test_frac, k, progress=progress)
-    if as_json:
+        results = engine.evaluate(
+            config.data_dir(state.data_dir), split, test_frac, k, progress=progress, input_format=state.input_format
+        )
+    if shape is Format.json:
         print_json({"split": split, "test_frac": test_frac, "k": k, "results": [vars(r) for r in results]})
+        return
+    if shape is not Format.table:
+        rows = [vars(r) for r in results]
+        print_rows([spec.name for spec in dataclass_fields(Scores)], rows, shape)
         return
     users = results[0].users if results else 0
     table = Table(title=f"{split} split, test fraction {test_frac}, {users:,} users evaluated")
@@ -317,31 +518,51 @@ def evaluate(
 
 @app.command()
 def export(
-    output: Annotated[Path, typer.Option("--out", help="File to write, by its suffix: .csv, .tsv, .json (one object per line) or .parquet; - for CSV on stdout.")],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="File to write; its suffix names the format (.csv, .tsv, .json, .jsonl, .parquet); - for stdout."
+        ),
+    ],
     k: K = 20,
     users: Annotated[
         Optional[Path], typer.Option("--users", show_default="every user", help="File of user ids, one per line.")
     ] = None,
+    format: Annotated[
+        Optional[str],
+        typer.Option(
+            "--format", show_default="the --out suffix; csv for -",
+            help="csv, tsv, json (one document), jsonl (one object per line) or parquet.",
+        ),
+    ] = None,
 ) -> None:
-    """Write the top k for every user (or a list of users) to CSV, TSV, JSON lines or Parquet.
+    """Write the top k for every user (or a list of users) to CSV, TSV, JSON, JSON lines or Parquet.
 
-    Columns: user_id, rank, item_id, score, source, reason.
+    Columns: user_id, rank, item_id, title, score, source, reason. Users come
+    in the order of the --users file, else by user_id; each user's rows by rank.
 
     Example: python cli.py export --k 20 --out recs.csv
     """
+    to_stdout = str(output) == "-"
+    try:  # a format we cannot write is a usage mistake: exit 2, before any work
+        shape = engine.export_format(output, format or ("csv" if to_stdout else None))
+    except engine.BadArgument as error:
+        raise typer.BadParameter(str(error), param_hint="--out / --format") from None
     with reported_errors():
         user_ids = read_user_list(users) if users else None
         recommender = open_recommender()
-        if str(output) == "-":  # CSV on stdout, for a pipe; the summary goes to stderr
+        if to_stdout:  # for a pipe; the summary goes to stderr
             with tempfile.TemporaryDirectory(prefix="recs-export-") as scratch:
-                written = Path(scratch) / "recs.csv"
-                rows = recommender.export(written, k, user_ids)
-                with written.open(encoding="utf-8") as handle:
-                    shutil.copyfileobj(handle, sys.stdout)
+                written = Path(scratch) / f"recs.{shape}"
+                rows = recommender.export(written, k, user_ids, shape)
+                sys.stdout.flush()
+                with written.open("rb") as handle:
+                    shutil.copyfileobj(handle, sys.stdout.buffer)
+                sys.stdout.buffer.flush()
             err.print(f"Wrote {rows:,} rows to stdout.")
             return
         with err.status(f"writing {output} ..."):
-            rows = recommender.export(output, k, user_ids)
+            rows = recommender.export(output, k, user_ids, shape)
     out.print(f"Wrote {rows:,} rows to {output}.")
 
 
@@ -395,11 +616,12 @@ def build(param: PARAM = None, no_tune: NO_TUNE = False, force: FORCE = False) -
     Example: python cli.py --data-dir data build
     """
     with reported_errors():
-        params = engine.ModelParams.from_assignments(param) if param else None
+        params = engine.ModelParams.from_assignments(param, start=state.params) if param else state.params
         db = config.db_path(state.db)
         with build_display() as progress:
             report = engine.build(
-                db, config.data_dir(state.data_dir), params, progress, tune=False if no_tune else None, force=force
+                db, config.data_dir(state.data_dir), params, progress, tune=False if no_tune else None, force=force,
+                input_format=state.input_format,
             )
     out.print(f"Built {db} in {report.seconds:.1f} s.")
     print_moved_aside(report, out)
@@ -469,7 +691,9 @@ def tune(as_json: JSON = False) -> None:
     with reported_errors():
         db = config.db_path(state.db)
         with build_display() as progress:
-            report = engine.build(db, config.data_dir(state.data_dir), None, progress, tune=True)
+            report = engine.build(
+                db, config.data_dir(state.data_dir), None, progress, tune=True, input_format=state.input_format
+            )
     trials = report.tuning.trials if report.tuning else []
     if as_json:
         print_json({
@@ -494,10 +718,48 @@ def tune(as_json: JSON = False) -> None:
     out.print(table)
 
 
-if __name__ == "__main__":
+@app.command()
+def params(param: PARAM = None, format: FORMAT = None, as_json: JSON = False) -> None:
+    """The effective settings and model parameters, and where each came from.
+
+    Each comes from a flag, the environment, the settings file (--config,
+    $RECS_CONFIG or ./recs.toml) or its default; a model parameter nothing
+    pins shows what recs.db was built with (tuned, say). --param shows what
+    a build with those pins would use.
+
+    Example: recs --config recs.toml params --param max_neighbors=30
+    """
+    shape = chosen_format(format, as_json)
+    with reported_errors():
+        built = built_state(config.db_path(state.db))
+        _, model = settings.model_settings(
+            state.config.value, param, (built.params, built.params_source) if built else None
+        )
+    config_value = None if state.config.value is None else str(state.config.value)
+    rows = [{"name": "config", "value": config_value, "source": state.config.source}]
+    rows += [{"name": name, "value": setting.value, "source": setting.source} for name, setting in state.settings.items()]
+    rows += [{"name": name, "value": setting.value, "source": setting.source} for name, setting in model.items()]
+    if shape is Format.json:
+        print_json({row["name"]: {"value": row["value"], "source": row["source"]} for row in rows})
+        return
+    if shape is not Format.table:
+        print_rows(["name", "value", "source"], rows, shape)
+        return
+    out.print(fitted_table(
+        [("name", "left"), ("value", "left"), ("source", "left")],
+        [[row["name"], "" if row["value"] is None else str(row["value"]), row["source"]] for row in rows],
+    ))
+
+
+def run() -> None:
+    """The `recs` command (pyproject.toml) and `python cli.py`."""
     # DuckDB imports pandas at the first parameterised query when it is
     # installed, which costs a one-shot command about a quarter of a second;
     # nothing here uses pandas, so this process tells Python it is absent.
     # Only here: a process that imports cli (a test run) keeps its pandas.
     sys.modules.setdefault("pandas", None)
     app()
+
+
+if __name__ == "__main__":
+    run()

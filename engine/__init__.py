@@ -20,6 +20,7 @@ from functools import lru_cache
 from .build import BuildReport, Progress, build, ensure_built
 from .config import ModelParams
 from .evaluate import evaluate
+from .load import InputFormat
 from .errors import (
     BadArgument,
     BuildError,
@@ -34,7 +35,7 @@ from .errors import (
     UnknownUser,
     UnknownValue,
 )
-from .recommend import Recommender
+from .recommend import EXPORT_FORMATS, MAX_BATCH, Recommender, export_format
 from .results import History, HistoryEntry, Pick, PopularList, Recommendations, SimilarItems
 
 
@@ -59,11 +60,14 @@ __all__ = [
     "BuildError",
     "BuildReport",
     "DataFileError",
+    "EXPORT_FORMATS",
+    "MAX_BATCH",
     "DatabaseLocked",
     "DatabaseMissing",
     "DiskFull",
     "NotOurDatabase",
     "History",
+    "InputFormat",
     "HistoryEntry",
     "ModelParams",
     "Pick",
@@ -80,6 +84,7 @@ __all__ = [
     "build",
     "ensure_built",
     "evaluate",
+    "export_format",
     "recommend_for_user",
     "recommend_popular",
 ]

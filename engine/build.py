@@ -15,6 +15,7 @@ temp files of earlier builds whose process is gone, and nothing else.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import fcntl
 import hashlib
@@ -92,6 +93,8 @@ class BuiltState:
     params: dict
     params_source: str
     built_at: str | None = None
+    input_format: dict = field(default_factory=dict)
+    """How the CSVs were read (load.InputFormat's fields); {} for a file of an older build: the defaults."""
 
 
 def built_state(db: Path) -> BuiltState | None:
@@ -106,7 +109,7 @@ def built_state(db: Path) -> BuiltState | None:
         info = dict(con.execute("select key, value from recs.build_info").fetchall())
         return BuiltState(
             info["fingerprint"], json.loads(info["model_params"]), info.get("params_source", "pinned"),
-            info.get("built_at"),
+            info.get("built_at"), json.loads(info.get("input_format", "{}")),
         )
     except (duckdb.Error, KeyError, ValueError):
         return None
@@ -216,10 +219,14 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def is_fresh(state: BuiltState | None, wanted: str, params: ModelParams | None) -> bool:
-    """Whether a build in state answers for the data with fingerprint wanted and params
-    (None: whichever parameters the build chose)."""
+def is_fresh(
+    state: BuiltState | None, wanted: str, params: ModelParams | None, input_format: load.InputFormat | None = None
+) -> bool:
+    """Whether a build in state answers for the data with fingerprint wanted, params and input_format
+    (None: whichever parameters, or input format, the build used)."""
     if state is None or state.fingerprint != wanted:
+        return False
+    if input_format is not None and load.InputFormat(**state.input_format) != input_format:
         return False
     return params is None or state.params == params.as_dict()
 
@@ -237,20 +244,27 @@ def build_lock(db: Path) -> Iterator[None]:
 
 
 def ensure_built(
-    db: Path, folder: Path, params: ModelParams | None = None, progress: Progress | None = None
+    db: Path,
+    folder: Path,
+    params: ModelParams | None = None,
+    progress: Progress | None = None,
+    input_format: load.InputFormat | None = None,
 ) -> BuildReport | None:
     """Build db when it is missing, older than the CSVs or SQL, or built with other params.
 
     params None accepts any parameters a build chose (tuned or not); a build
-    it starts chooses them as build() does. Returns the report, or None if fresh.
+    it starts chooses them as build() does. input_format: how the CSVs are
+    written; None accepts the one the last build used, and a build it starts
+    reads them as that one did (else load.InputFormat.from_env()). Returns the
+    report, or None if fresh.
     """
     wanted = fingerprint(folder)
-    if is_fresh(built_state(db), wanted, params):
+    if is_fresh(built_state(db), wanted, params, input_format):
         return None
     with build_lock(db):
-        if is_fresh(built_state(db), wanted, params):  # another process built it while we waited
+        if is_fresh(built_state(db), wanted, params, input_format):  # another process built it while we waited
             return None
-        return _build_unlocked(db, folder, params, progress)
+        return _build_unlocked(db, folder, params, progress, input_format=input_format)
 
 
 def build(
@@ -260,6 +274,7 @@ def build(
     progress: Progress | None = None,
     tune: bool | None = None,
     force: bool = False,
+    input_format: load.InputFormat | None = None,
 ) -> BuildReport:
     """Build db from the CSVs in folder, whatever state it is in.
 
@@ -274,10 +289,15 @@ def build(
     """
     load.data_files(folder)
     with build_lock(db):
-        return _build_unlocked(db, folder, params, progress, tune, force)
+        return _build_unlocked(db, folder, params, progress, tune, force, input_format)
 
 
-def load_into(con: duckdb.DuckDBPyConnection, folder: Path, progress: Progress | None = None) -> None:
+def load_into(
+    con: duckdb.DuckDBPyConnection,
+    folder: Path,
+    progress: Progress | None = None,
+    input_format: load.InputFormat | None = None,
+) -> None:
     """Create the validated tables users, items, events and load_issues from the CSVs in folder."""
     step = progress or (lambda name: None)
     con.execute("set TimeZone = 'UTC'")
@@ -286,7 +306,7 @@ def load_into(con: duckdb.DuckDBPyConnection, folder: Path, progress: Progress |
         for path in sqlfiles.build_files(layer="schema"):
             sqlfiles.run_file(con, path)
         step("reading CSV files")
-        paths_read = load.stage_all(con, folder, Path(scratch))
+        paths_read = load.stage_all(con, folder, Path(scratch), input_format)
         step("validating rows")
         _keep_row_order(con, False)
         for path in sqlfiles.build_files(layer="load"):
@@ -362,12 +382,15 @@ def _build_unlocked(
     progress: Progress | None,
     tune: bool | None = None,
     force: bool = False,
+    input_format: load.InputFormat | None = None,
 ) -> BuildReport:
     started = time.perf_counter()
     wanted = fingerprint(folder)
     _remove_leftovers(db)
     moved_aside = _claim_target(db, force)
     previous = built_state(db)
+    if input_format is None:  # read the CSVs as the last build did, else as the environment says
+        input_format = load.InputFormat(**previous.input_format) if previous else load.InputFormat.from_env()
     temp = db.with_name(f"{db.name}.building-{os.getpid()}")
     _remove(temp, Path(f"{temp}.wal"))
     try:
@@ -378,7 +401,7 @@ def _build_unlocked(
         raise
     try:
         configure(con, spill_to=spill_folder(db))
-        load_into(con, folder, progress)
+        load_into(con, folder, progress, input_format)
         chosen, source, tuning = _choose_params(con, params, previous, tune, progress)
         model_into(con, chosen, progress)
         for table in SCRATCH_TABLES:  # the tuner's, not the app's: 6.5M rows at 1M events
@@ -387,7 +410,7 @@ def _build_unlocked(
             progress("saving")
         report = _report(con, time.perf_counter() - started)
         report.params, report.params_source, report.tuning = chosen, source, tuning
-        _write_build_info(con, wanted, folder, report)
+        _write_build_info(con, wanted, folder, report, input_format)
         con.execute("checkpoint")
         con.close()
     except BaseException as error:
@@ -474,7 +497,9 @@ def _report(con: duckdb.DuckDBPyConnection, seconds: float) -> BuildReport:
     return BuildReport(seconds, rows, by_file, by_problem, unlisted)
 
 
-def _write_build_info(con: duckdb.DuckDBPyConnection, wanted: str, folder: Path, report: BuildReport) -> None:
+def _write_build_info(
+    con: duckdb.DuckDBPyConnection, wanted: str, folder: Path, report: BuildReport, input_format: load.InputFormat
+) -> None:
     info = {
         "fingerprint": wanted,
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -483,6 +508,7 @@ def _write_build_info(con: duckdb.DuckDBPyConnection, wanted: str, folder: Path,
         "model_params": json.dumps(report.params.as_dict(), sort_keys=True),
         "params_source": report.params_source,
         "build_seconds": f"{report.seconds:.2f}",
+        "input_format": json.dumps(dataclasses.asdict(input_format), sort_keys=True),
     }
     con.execute("create table build_info (key varchar primary key, value varchar not null)")
     con.executemany("insert into build_info values (?, ?)", list(info.items()))

@@ -19,6 +19,7 @@ from .build import Progress, load_into, model_into
 from .config import PLAIN, ModelParams
 from .db import configure
 from .holdout import hold_out, top_k_lists
+from .load import InputFormat
 from .errors import BadArgument
 from .metrics import Scores, score
 
@@ -42,7 +43,14 @@ class Evaluation:
     Use as a context manager; it owns a temporary database.
     """
 
-    def __init__(self, folder: Path, split: str = "global", test_frac: float = 0.2, progress: Progress | None = None):
+    def __init__(
+        self,
+        folder: Path,
+        split: str = "global",
+        test_frac: float = 0.2,
+        progress: Progress | None = None,
+        input_format: InputFormat | None = None,
+    ):
         if split not in SPLITS:
             raise BadArgument(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
         if not 0 < test_frac < 1:
@@ -52,7 +60,7 @@ class Evaluation:
         self._scratch = tempfile.TemporaryDirectory(prefix="recs-eval-")
         self.con = duckdb.connect(str(Path(self._scratch.name) / "eval.db"))
         configure(self.con, spill_to=Path(self._scratch.name) / "spill")
-        load_into(self.con, folder, progress)
+        load_into(self.con, folder, progress, input_format)
         self.relevant = hold_out(self.con, split, test_frac)
         self.catalogue_size = self.con.execute("select count(*) from items").fetchone()[0]
         self.train_events, self.test_events = self.con.execute(
@@ -100,11 +108,12 @@ def evaluate(
     k: int = 10,
     models: dict[str, ModelParams | None] | None = None,
     progress: Progress | None = None,
+    input_format: InputFormat | None = None,
 ) -> list[Scores]:
     """Score each model (default: the app's, tuned and with its defaults, and most-popular) on one split of folder."""
     if k < 1:
         raise BadArgument(f"k must be at least 1, not {k}")
-    with Evaluation(folder, split, test_frac, progress) as evaluation:
+    with Evaluation(folder, split, test_frac, progress, input_format) as evaluation:
         results = []
         for name, params in (models or default_models()).items():
             if progress:

@@ -6,17 +6,69 @@ position. So each header is checked by name here, every column is staged as
 text with an explicit dialect (ragged rows go to DuckDB's rejects table),
 and sql/10-12 validate and cast in SQL. Problems are first recorded by
 record number; finish_issues() then gives each its line in the file.
+
+What real exports look like is handled here, before the staging SQL: a file
+may be gzipped (users.csv.gz), its delimiter is read from its header line
+(, ; tab or |) unless InputFormat forces one, and a file in another encoding
+than UTF-8 is copied as UTF-8 first, line for line, so that the staging SQL
+and its line numbers stay the same whatever the file looked like.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import gzip
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import duckdb
 
-from .errors import DataFileError
+from .errors import BadArgument, DataFileError
+
+DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+"""The delimiters a header line is tried with, most usual first."""
+
+
+@dataclass(frozen=True)
+class InputFormat:
+    """How the CSVs are written: delimiter None = read from each header line; an encoding
+    Python knows (UTF-8 by default; a UTF-8 BOM is always fine)."""
+
+    delimiter: str | None = None
+    encoding: str = "utf-8"
+
+    def __post_init__(self) -> None:
+        delimiter = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}.get(
+            self.delimiter, self.delimiter
+        )
+        if delimiter is not None and (len(delimiter) != 1 or delimiter in '"\r\n'):
+            raise BadArgument(
+                f"the delimiter must be one character such as , ; | or tab, not {self.delimiter!r}"
+            )
+        try:
+            encoding = codecs.lookup(self.encoding).name
+        except (LookupError, TypeError):
+            raise BadArgument(f"unknown encoding {self.encoding!r}; e.g. utf-8, cp1252, latin-1") from None
+        object.__setattr__(self, "delimiter", delimiter)
+        object.__setattr__(self, "encoding", encoding)
+
+    @classmethod
+    def from_env(cls) -> "InputFormat":
+        """The format from $RECS_DELIMITER and $RECS_ENCODING, else the defaults."""
+        return cls(os.environ.get("RECS_DELIMITER") or None, os.environ.get("RECS_ENCODING") or "utf-8")
+
+    @classmethod
+    def chosen(cls, input_format: "InputFormat | None") -> "InputFormat":
+        """input_format, else the one the environment sets (from_env)."""
+        return input_format if input_format is not None else cls.from_env()
+
+    @property
+    def is_utf8(self) -> bool:
+        return self.encoding == "utf-8"
 
 
 @dataclass(frozen=True)
@@ -34,34 +86,56 @@ SPECS = (
     CsvSpec("events.csv", "events", ("user_id", "item_id", "event_type", "watch_seconds", "timestamp")),
 )
 
-# The dialect every file is read with; nothing is guessed.
-DIALECT = "auto_detect = false, header = true, delim = ',', quote = '\"', escape = '\"'"
+# The dialect every file is read with; nothing is guessed (the delimiter is bound as $delim).
+DIALECT = "auto_detect = false, header = true, delim = $delim, quote = '\"', escape = '\"'"
 
 
 def data_files(folder: Path) -> list[Path]:
-    """The three input paths, after checking the folder and each file exist."""
+    """The three input paths (each name.csv, or name.csv.gz), after checking the folder and each file exist."""
     if not folder.is_dir():
         raise DataFileError(f"data folder not found: {folder} (set --data-dir or RECS_DATA_DIR)")
-    paths = [folder / spec.file for spec in SPECS]
-    for path in paths:
-        if not path.is_file():
-            raise DataFileError(f"{path.name} not found in {folder}")
+    paths = []
+    for spec in SPECS:
+        plain, gzipped = folder / spec.file, folder / f"{spec.file}.gz"
+        found = [path for path in (plain, gzipped) if path.is_file()]
+        if not found:
+            raise DataFileError(f"{spec.file} not found in {folder} (nor {gzipped.name})")
+        if len(found) == 2:
+            raise DataFileError(f"both {plain.name} and {gzipped.name} are in {folder}: keep one of them")
+        paths.append(found[0])
     return paths
 
 
-def read_header(path: Path, spec: CsvSpec) -> list[str]:
-    """The file's column names in file order, checked by name against the spec."""
-    if path.stat().st_size == 0:
+def _open_bytes(path: Path) -> BinaryIO:
+    """The file's bytes, uncompressed when its name ends in .gz."""
+    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+
+
+def read_header(path: Path, spec: CsvSpec, input_format: InputFormat | None = None) -> tuple[list[str], str]:
+    """The file's column names in file order, checked by name against the spec, and its delimiter
+    (input_format's, else the one of DELIMITERS that splits the header into the most expected names)."""
+    input_format = input_format or InputFormat()
+    try:
+        with _open_bytes(path) as handle:
+            line = handle.readline()
+            empty = not line and not handle.read(1)
+    except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
+        raise DataFileError(f"{path}: cannot be read: {error}") from None
+    if empty:
         raise DataFileError(
             f"{path}: the file is empty (0 bytes); it needs at least the header line "
             f"{','.join(spec.columns)}"
         )
-    with path.open("rb") as handle:
-        line = handle.readline()
+    encoding = "utf-8-sig" if input_format.is_utf8 else input_format.encoding
     try:
-        first = next(csv.reader([line.decode("utf-8-sig")]), [])
+        text = line.decode(encoding)
     except UnicodeDecodeError:
-        raise DataFileError(f"{path}, line 1: the header is not UTF-8 text") from None
+        raise DataFileError(
+            f"{path}, line 1: the header is not {input_format.encoding} text (set --encoding)"
+        ) from None
+    text = text.lstrip("\ufeff")
+    delimiter = input_format.delimiter or _sniffed_delimiter(text, spec)
+    first = next(csv.reader([text], delimiter=delimiter), [])
     names = [name.strip().lower() for name in first]
     if not any(names):
         raise DataFileError(f"{path}, line 1: no header; expected {','.join(spec.columns)}")
@@ -76,29 +150,47 @@ def read_header(path: Path, spec: CsvSpec) -> list[str]:
     if repeated:
         problems.append("repeated column(s) " + ", ".join(repeated))
     if problems:
-        raise DataFileError(
-            f"{path}, line 1: {'; '.join(problems)} (expected {','.join(spec.columns)})"
+        shown = "tab" if delimiter == "\t" else repr(delimiter)
+        how = (  # said when it may be the cause: a delimiter forced, or read as another than a comma
+            f", read with the delimiter {shown}; --delimiter sets another"
+            if input_format.delimiter or delimiter != "," else ""
         )
-    return names
+        raise DataFileError(f"{path}, line 1: {'; '.join(problems)} (expected {','.join(spec.columns)}{how})")
+    return names, delimiter
 
 
-def stage(con: duckdb.DuckDBPyConnection, path: Path, spec: CsvSpec, scratch: Path) -> Path:
+def _sniffed_delimiter(header: str, spec: CsvSpec) -> str:
+    """The delimiter of DELIMITERS that splits the header line into the most expected column names
+    (the first of DELIMITERS on a tie): a header is all the sniffing done."""
+    def matches(delimiter: str) -> int:
+        names = next(csv.reader([header], delimiter=delimiter), [])
+        return len({name.strip().lower() for name in names} & set(spec.columns))
+
+    return max(DELIMITERS, key=matches)  # max keeps the first of equals
+
+
+def stage(
+    con: duckdb.DuckDBPyConnection, path: Path, spec: CsvSpec, scratch: Path, input_format: InputFormat | None = None
+) -> Path:
     """Read one file as text into raw_<table>; rows of the wrong shape become load issues.
 
-    Returns the path actually read: a copy with uniform line endings in
-    scratch when the file mixes CRLF and LF lines, which DuckDB's reader
-    cannot parse (line numbers stay the same).
+    Returns the path actually read: a UTF-8 copy in scratch when the file is
+    in another encoding, or when it mixes CRLF and LF lines, which DuckDB's
+    reader cannot parse (line numbers stay the same either way).
     """
-    header = read_header(path, spec)
+    input_format = input_format or InputFormat()
+    header, delimiter = read_header(path, spec, input_format)
     columns = {name: "VARCHAR" for name in header}  # file order: mapped by name, not position
+    if not input_format.is_utf8:
+        path = _as_utf8(path, scratch / spec.file, input_format.encoding)
     try:
-        _read_raw(con, path, spec, columns)
+        _read_raw(con, path, spec, columns, delimiter)
     except duckdb.InvalidInputException as error:
         if not _mixes_line_endings(path):
             first = str(error).splitlines()[0]
             raise DataFileError(f"{path}: cannot be read as CSV: {first}") from None
-        path = _with_lf_endings(path, scratch / spec.file)
-        _read_raw(con, path, spec, columns)
+        path = _with_lf_endings(path, scratch / f"lf-{spec.file}")
+        _read_raw(con, path, spec, columns, delimiter)
     _skip_repeated_headers(con, spec, list(columns))
     # rowid follows the file's order: it is the record number the checks report.
     con.execute(
@@ -120,7 +212,8 @@ def stage(con: duckdb.DuckDBPyConnection, path: Path, spec: CsvSpec, scratch: Pa
                 when any_value(error_type) in ('MISSING COLUMNS', 'TOO MANY COLUMNS')
                     then 'the row has ' || min(regexp_extract(error_message, 'Found: ([0-9]+)', 1))
                         || ' fields, expected {len(spec.columns)}'
-                when any_value(error_type) in ('INVALID UNICODE', 'INVALID ENCODING') then 'the row is not valid UTF-8 text'
+                when any_value(error_type) in ('INVALID UNICODE', 'INVALID ENCODING')
+                    then 'the row is not valid ' || $encoding || ' text'
                 when any_value(error_type) = 'UNQUOTED VALUE' then 'a quote in the row is not closed or not escaped'
                 else lower(any_value(error_type)) || ': ' || any_value(error_message)
             end,
@@ -128,7 +221,7 @@ def stage(con: duckdb.DuckDBPyConnection, path: Path, spec: CsvSpec, scratch: Pa
         from rejects_{spec.table}
         group by line
         """,
-        {"file": spec.file},
+        {"file": spec.file, "encoding": "UTF-8" if input_format.is_utf8 else input_format.encoding},
     )
     return path
 
@@ -162,7 +255,7 @@ def _skip_repeated_headers(con: duckdb.DuckDBPyConnection, spec: CsvSpec, header
     )
 
 
-def _read_raw(con: duckdb.DuckDBPyConnection, path: Path, spec: CsvSpec, columns: dict) -> None:
+def _read_raw(con: duckdb.DuckDBPyConnection, path: Path, spec: CsvSpec, columns: dict, delimiter: str) -> None:
     # Identifiers cannot be parameters; spec.table is one of three constants.
     for table in (f"rejects_{spec.table}", f"reject_scans_{spec.table}"):
         con.execute(f"drop table if exists {table}")
@@ -176,14 +269,28 @@ def _read_raw(con: duckdb.DuckDBPyConnection, path: Path, spec: CsvSpec, columns
             rejects_scan = 'reject_scans_{spec.table}'
         )
         """,
-        {"path": str(path), "columns": columns},
+        {"path": str(path), "columns": columns, "delim": delimiter},
     )
+
+
+def _as_utf8(source: Path, target: Path, encoding: str) -> Path:
+    """Copy source (gzipped or not) to target as UTF-8, line for line. Bytes that are not
+    text in encoding are kept as they are: DuckDB then reports their row as not valid text."""
+    decoder = codecs.getincrementaldecoder(encoding)(errors="surrogateescape")
+    try:
+        with _open_bytes(source) as reader, target.open("wb") as writer:
+            for line in reader:
+                writer.write(decoder.decode(line).encode("utf-8", errors="surrogateescape"))
+            writer.write(decoder.decode(b"", final=True).encode("utf-8", errors="surrogateescape"))
+    except (OSError, EOFError) as error:
+        raise DataFileError(f"{source}: cannot be read: {error}") from None
+    return target
 
 
 def _mixes_line_endings(path: Path) -> bool:
     """True when some lines end in CRLF and others in a bare LF."""
     crlf = bare_lf = False
-    with path.open("rb") as handle:
+    with _open_bytes(path) as handle:
         for line in handle:
             if line.endswith(b"\r\n"):
                 crlf = True
@@ -196,15 +303,20 @@ def _mixes_line_endings(path: Path) -> bool:
 
 def _with_lf_endings(source: Path, target: Path) -> Path:
     """Copy source to target with every CRLF turned into LF."""
-    with source.open("rb") as reader, target.open("wb") as writer:
+    with _open_bytes(source) as reader, target.open("wb") as writer:
         for line in reader:
             writer.write(line[:-2] + b"\n" if line.endswith(b"\r\n") else line)
     return target
 
 
-def stage_all(con: duckdb.DuckDBPyConnection, folder: Path, scratch: Path) -> dict[str, Path]:
-    """Stage users.csv, items.csv and events.csv; returns the path read for each file name."""
-    return {spec.file: stage(con, path, spec, scratch) for path, spec in zip(data_files(folder), SPECS)}
+def stage_all(
+    con: duckdb.DuckDBPyConnection, folder: Path, scratch: Path, input_format: InputFormat | None = None
+) -> dict[str, Path]:
+    """Stage users.csv, items.csv and events.csv (or their .csv.gz); returns the path read for each file name."""
+    input_format = InputFormat.chosen(input_format)
+    return {
+        spec.file: stage(con, path, spec, scratch, input_format) for path, spec in zip(data_files(folder), SPECS)
+    }
 
 
 def finish_issues(con: duckdb.DuckDBPyConnection, paths: dict[str, Path]) -> None:
@@ -233,13 +345,18 @@ def finish_issues(con: duckdb.DuckDBPyConnection, paths: dict[str, Path]) -> Non
     for spec in SPECS:
         if spec.file not in files:
             continue
-        path = str(paths[spec.file])
+        path = paths[spec.file]
         try:
-            con.execute(LINE_MAP.format(encoding="utf-8"), {"path": path})
+            con.execute(LINE_MAP, {"path": str(path)})
         except duckdb.InvalidInputException:
-            # A row that is not UTF-8 (already reported): read bytes as latin-1,
-            # which keeps every line break and quote where it is.
-            con.execute(LINE_MAP.format(encoding="latin-1"), {"path": path})
+            # A row that is not valid text (already reported): read a copy in
+            # which each bad byte is U+FFFD, every line break and quote where it is.
+            with tempfile.TemporaryDirectory(prefix="recs-lines-") as scratch:
+                readable = Path(scratch) / "lines.csv"
+                with _open_bytes(path) as reader, readable.open("wb") as writer:
+                    for line in reader:
+                        writer.write(line.decode("utf-8", errors="replace").encode("utf-8"))
+                con.execute(LINE_MAP, {"path": str(readable)})
         con.execute(INSERT_ISSUES, {"file": spec.file})
     con.execute("drop table if exists line_map")
 
@@ -253,8 +370,8 @@ with physical as (
         row_number() over () as line,
         raw
     from read_csv(
-        $path, columns = {{'raw': 'VARCHAR'}}, auto_detect = false, header = false,
-        delim = E'\\x1f', quote = '', escape = '', strict_mode = false, encoding = '{encoding}'
+        $path, columns = {'raw': 'VARCHAR'}, auto_detect = false, header = false,
+        delim = E'\\x1f', quote = '', escape = '', strict_mode = false
     )
 ),
 

@@ -15,19 +15,45 @@ from . import config
 from .build import Progress, built_state, ensure_built
 from .config import ModelParams
 from .db import ReadOnlyDatabase, open_read_only
+from .load import InputFormat
 from .errors import BadArgument, BuildError, DataFileError, DiskFull, UnknownFilter, UnknownItem, UnknownUser
 from .results import History, HistoryEntry, Pick, PopularList, Recommendations, SimilarItems
 
 EXPORT_FORMATS = {
-    ".csv": "format csv",
-    ".tsv": "format csv, delimiter '\t'",
-    ".json": "format json",  # one object per line
-    ".parquet": "format parquet",
+    "csv": "format csv",
+    "tsv": "format csv, delimiter '\t'",
+    "json": "format json, array true",  # one JSON document: an array of row objects
+    "jsonl": "format json",  # one object per line
+    "parquet": "format parquet",
 }
-"""COPY options of each file suffix export writes (a suffix it does not know is refused)."""
+"""COPY options of each format export writes, by name; a file suffix names its format."""
 
-FILTERS = "only_genre := $genre, only_content_type := $content_type"
+
+def export_format(out: Path, format: str | None = None) -> str:
+    """The format export writes to out: format when given, else the one out's suffix names.
+
+    BadArgument names the formats for an unknown one, or for a suffix that names none.
+    """
+    known = ", ".join(EXPORT_FORMATS)
+    if format is not None:
+        if format.lower() not in EXPORT_FORMATS:
+            raise BadArgument(f"unknown export format {format!r}; use one of {known}")
+        return format.lower()
+    suffix = out.suffix.lower().lstrip(".")
+    if suffix not in EXPORT_FORMATS:
+        raise BadArgument(f"cannot tell the format of {out} from its suffix; name the file .csv, .tsv, .json, "
+                          f".jsonl or .parquet, or give --format ({known})")
+    return suffix
+
+
+FILTERS = "only_genre := $genre, only_content_type := $content_type, except_items := $exclude"
 """The filter arguments every filtered macro takes, bound by name."""
+
+Filter = str | list[str] | tuple[str, ...] | None
+"""A genre or content type filter: None (any), one value, or several (any of them)."""
+
+MAX_BATCH = 1000
+"""The most users one recommend_batch call answers."""
 
 
 class Recommender:
@@ -43,8 +69,15 @@ class Recommender:
         Build when recs.db is missing or older than the CSVs.
     progress:
         Called with each build step's name.
+    input_format:
+        How the CSVs are written (delimiter, encoding), if a build is needed;
+        None reads them as the last build did, else as $RECS_DELIMITER /
+        $RECS_ENCODING say, else delimiter from each header and UTF-8.
 
-    When a build it needs fails on the data (a CSV missing, unreadable or
+    When the data folder does not exist and db holds a model a build of ours
+    finished (a recs.db shipped to a server on its own), it answers from
+    that model as built: standalone says so (one line), and nothing is
+    rebuilt. When a build it needs fails on the data (a CSV missing, unreadable or
     with the wrong header, a SQL file failing, the disk full) and db holds a
     model a build of ours finished, it answers from that model: stale says
     why (one line) and stale_built_at when that model was built. With no
@@ -61,15 +94,25 @@ class Recommender:
         params: ModelParams | None = None,
         auto_build: bool = True,
         progress: Progress | None = None,
+        input_format: InputFormat | None = None,
     ):
         self.db = config.db_path(db)
         self.data_dir = config.data_dir(data_dir)
         self.build_report = None
         self.stale: str | None = None
         self.stale_built_at: str | None = None
+        self.standalone: str | None = None
+        if auto_build and not self.data_dir.exists():
+            shipped = built_state(self.db)
+            if shipped is not None:  # a model shipped on its own: answer as built
+                auto_build = False
+                self.standalone = (
+                    f"no data folder {self.data_dir}: answering from {self.db} as built at {shipped.built_at}; "
+                    "freshness is not checked"
+                )
         if auto_build:
             try:
-                self.build_report = ensure_built(self.db, self.data_dir, params, progress)
+                self.build_report = ensure_built(self.db, self.data_dir, params, progress, input_format)
             except self.STALE_ON as error:
                 last_good = built_state(self.db)
                 if last_good is None:
@@ -78,33 +121,101 @@ class Recommender:
                 self._stale_file = _identity(self.db)
         self.database = ReadOnlyDatabase(self.db)
 
-    def popular(self, k: int = 10, genre: str | None = None, content_type: str | None = None) -> PopularList:
-        """The k most popular items, best first, optionally of one genre / content type."""
+    def popular(
+        self,
+        k: int = 10,
+        genre: Filter = None,
+        content_type: Filter = None,
+        exclude: list[str] | None = None,
+        offset: int = 0,
+    ) -> PopularList:
+        """The k most popular items, best first, optionally of some genres / content types
+        (any of them), never those in exclude; offset skips that many first (paging)."""
         _check_k(k)
-        rows = self.database.rows(
-            f"select * from popular($k, {FILTERS})", {"k": k, "genre": genre, "content_type": content_type}
-        )
-        if not rows:
+        _check_offset(offset)
+        filters = self._filters(genre, content_type, exclude)
+        rows = self.database.rows(f"select * from popular($k, {FILTERS})", {"k": offset + k, **filters})
+        if not rows or _several(genre) or _several(content_type):
             self._check_filters(genre, content_type)
-        return PopularList(k, [Pick.from_row(row) for row in rows])
+        return PopularList(k, [Pick.from_row(row) for row in rows[offset:]])
 
     def recommend(
-        self, user_id: str, k: int = 10, genre: str | None = None, content_type: str | None = None
+        self,
+        user_id: str,
+        k: int = 10,
+        genre: Filter = None,
+        content_type: Filter = None,
+        exclude: list[str] | None = None,
+        offset: int = 0,
     ) -> Recommendations:
-        """The k items user_id should watch next, personalised first, then popular fill."""
+        """The k items user_id should watch next, personalised first, then popular fill.
+
+        genre and content_type: one value or several (any of them); exclude:
+        item ids never to pick (e.g. already on screen); offset: skip that many
+        of the list first, so offset=10, k=10 is ranks 11-20 of the k=20 list.
+        """
         _check_k(k)
+        _check_offset(offset)
+        filters = self._filters(genre, content_type, exclude)
         known, has_history = self._user_state(user_id)
-        params = {"user_id": user_id, "k": k, "genre": genre, "content_type": content_type}
+        wanted = offset + k
+        params = {"user_id": user_id, "k": wanted, **filters}
         rows = []
         if has_history:
             # most lists are full without the popular fill: the smaller query first
             rows = self.database.rows(f"select * from recommend_personal($user_id, $k, {FILTERS})", params)
-        if len(rows) < k:
+        if len(rows) < wanted:
             rows = self.database.rows(f"select * from recommend($user_id, $k, {FILTERS})", params)
-        if not rows:
+        if not rows or _several(genre) or _several(content_type):
             self._check_filters(genre, content_type)
-        items = [Pick.from_row(row) for row in rows]
+        items = [Pick.from_row(row) for row in rows[offset:]]
         return Recommendations(user_id, k, items, fallback_used=not has_history, user_known=known)
+
+    def recommend_batch(
+        self,
+        user_ids: list[str],
+        k: int = 10,
+        genre: Filter = None,
+        content_type: Filter = None,
+        exclude: list[str] | None = None,
+        offset: int = 0,
+    ) -> list[Recommendations]:
+        """What recommend() answers for each of user_ids (at most MAX_BATCH), in their order, with
+        the same filters for all: one set-based query (the macro recommend_many) instead of one per user."""
+        if not isinstance(user_ids, (list, tuple)) or not all(isinstance(user, str) for user in user_ids):
+            raise BadArgument("user_ids must be a list of user ids")
+        if not 1 <= len(user_ids) <= MAX_BATCH:
+            raise BadArgument(f"a batch has from 1 to {MAX_BATCH:,} user ids, not {len(user_ids):,}")
+        _check_k(k)
+        _check_offset(offset)
+        filters = self._filters(genre, content_type, exclude)
+        params = {"user_ids": list(user_ids), "k": offset + k, **filters}
+        rows = self.database.rows(f"select * from recommend_many($user_ids, $k, {FILTERS})", params)
+        if not rows or _several(genre) or _several(content_type):
+            self._check_filters(genre, content_type)
+        states = {
+            row["user_id"]: (row["known"], row["has_history"])
+            for row in self.database.rows(
+                """
+                select
+                    wanted.user_id,
+                    users.user_id is not null or user_keys.user_id is not null as known,
+                    coalesce(user_keys.has_history, false) as has_history
+                from (select distinct unnest($user_ids) as user_id) as wanted
+                left join users on users.user_id = wanted.user_id
+                left join user_keys on user_keys.user_id = wanted.user_id
+                """,
+                {"user_ids": list(user_ids)},
+            )
+        }
+        picks: dict[str, list[Pick]] = {user: [] for user in user_ids}
+        for row in rows:
+            picks[row["user_id"]].append(Pick.from_row(row))
+        answers = []
+        for user in user_ids:
+            known, has_history = states[user]
+            answers.append(Recommendations(user, k, picks[user][offset:], fallback_used=not has_history, user_known=known))
+        return answers
 
     def history(self, user_id: str) -> History:
         """What user_id watched, one row per item, latest first; UnknownUser for an unknown user."""
@@ -138,23 +249,20 @@ class Recommender:
         )[0]
         return row["known"], row["has_history"]
 
-    def export(self, out: Path, k: int = 20, user_ids: list[str] | None = None) -> int:
-        """Write every user's top k (or the given users') to out, in the format its suffix names
-        (EXPORT_FORMATS: CSV, TSV, JSON lines or Parquet).
+    def export(self, out: Path, k: int = 20, user_ids: list[str] | None = None, format: str | None = None) -> int:
+        """Write every user's top k (or the given users') to out, in format (default: the one
+        out's suffix names; EXPORT_FORMATS: CSV, TSV, JSON, JSON lines or Parquet).
 
-        One row per user and rank: user_id, rank, item_id, score, source, reason
-        (the macro recommend_many). A user without events gets the popular list.
-        Returns the rows written.
+        One row per user and rank: user_id, rank, item_id, title, score, source,
+        reason (the macro recommend_many), in the order of user_ids when given,
+        else by user_id, each user's rows by rank. A user without events gets
+        the popular list. Returns the rows written.
         """
         _check_k(k)
-        options = EXPORT_FORMATS.get(out.suffix.lower())
-        if options is None:
-            raise BadArgument(
-                f"cannot tell the format of {out} from its suffix; use one of {', '.join(EXPORT_FORMATS)}"
-            )
+        options = EXPORT_FORMATS[export_format(out, format)]
         query = f"""
             copy (
-                select user_id, rank, item_id, score, source, reason
+                select user_id, rank, item_id, title, score, source, reason
                 from recommend_many($user_ids, $k)
             ) to $out ({options})
         """
@@ -189,17 +297,42 @@ class Recommender:
         """The first load issues, by file and line."""
         return self.database.rows("select * from load_issues order by file, line limit $limit", {"limit": limit})
 
-    def _check_filters(self, genre: str | None, content_type: str | None) -> None:
-        """Raise UnknownFilter when a filter names a genre or content type no item has."""
+    def _filters(self, genre: Filter, content_type: Filter, exclude: list[str] | None) -> dict:
+        """The bound filter parameters of FILTERS; BadArgument for a filter of the wrong kind,
+        UnknownFilter for an id in exclude that is not in the catalogue."""
+        for name, value in (("genre", genre), ("content_type", content_type), ("exclude", exclude)):
+            if value is None or isinstance(value, str) and name != "exclude":
+                continue
+            if not isinstance(value, (list, tuple)) or not all(isinstance(part, str) for part in value):
+                kind = "a list of item ids" if name == "exclude" else "a value or a list of values"
+                raise BadArgument(f"{name} must be {kind}, not {value!r}")
+        exclude = [item for item in exclude or () if item.strip()] or None
+        if exclude:
+            unknown = self.database.rows(
+                "select unnest($ids) as item_id except select item_id from items order by item_id", {"ids": exclude}
+            )
+            if unknown:
+                names = ", ".join(repr(row["item_id"]) for row in unknown)
+                raise UnknownFilter(f"cannot exclude {names}: not in the catalogue")
+        listed = lambda value: list(value) if isinstance(value, tuple) else value  # noqa: E731
+        return {"genre": listed(genre), "content_type": listed(content_type), "exclude": exclude}
+
+    def _check_filters(self, genre: Filter, content_type: Filter) -> None:
+        """Raise UnknownFilter when a filter names a genre or content type no item has
+        (an item's genre field may hold several, separated by '|')."""
         for column, value in (("genre", genre), ("content_type", content_type)):
-            if value is None:
+            wanted = [value] if isinstance(value, str) else list(value or ())
+            wanted = [part for part in wanted if part.strip()]
+            if not wanted:
                 continue
             # column is one of two names of ours, never user input
             known = [row["value"] for row in self.database.rows(
-                f"select distinct {column} as value from items order by value"
+                f"select distinct unnest(string_split({column}, '|')) as value from items order by value"
             )]
-            if value.lower() not in known:
-                raise UnknownFilter(f"no item has {column} {value!r}; known: {', '.join(known)}")
+            unknown = [part for part in wanted if part.strip().lower() not in known]
+            if unknown:
+                shown = " or ".join(repr(part) for part in unknown)
+                raise UnknownFilter(f"no item has {column} {shown}; known: {', '.join(known)}")
 
     def close(self) -> None:
         """Drop every cursor and the instance; the next query opens afresh."""
@@ -213,6 +346,16 @@ def _identity(path: Path) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return stat.st_ino, stat.st_mtime_ns
+
+
+def _several(value: Filter) -> bool:
+    """Whether a filter lists more than one value: a list of any length may hide an unknown one."""
+    return not isinstance(value, str) and value is not None and len(value) > 1
+
+
+def _check_offset(offset: int) -> None:
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise BadArgument(f"offset must be a whole number of at least 0, not {offset!r}")
 
 
 def _check_k(k: int) -> None:

@@ -8,7 +8,18 @@ import duckdb
 
 from .errors import BuildError
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+
+def _sql_dir() -> Path:
+    """engine/sql/ once installed (pyproject.toml makes the files package data there),
+    else sql/ beside engine/ in a clone of the repository."""
+    here = Path(__file__).resolve().parent
+    for folder in (here / "sql", here.parent / "sql"):
+        if (folder / "00_schema.sql").is_file():
+            return folder
+    raise BuildError(f"the model's SQL files are missing: neither {here / 'sql'} nor {here.parent / 'sql'} has them")
+
+
+SQL_DIR = _sql_dir()
 
 
 # A file's first digit says its layer: 0 schema, 1 load (validate the CSVs),

@@ -49,11 +49,27 @@ create or replace macro prior_score(relative_popularity, user_top_score, count_h
 create or replace macro pick_source(personal_score, prior) as
     case when personal_score > 0 and personal_score >= prior then 'personalised' else 'popular' end;
 
+-- filter_values: a filter argument as a list of lower-cased values: null, ''
+-- or [] -> null (any), 'Drama' -> ['drama'], ['Drama', 'Romance'] ->
+-- ['drama', 'romance']. One value or a list: both call forms work.
+create or replace macro filter_values(wanted) as (
+    select list(lower(trim(value)))
+    from (select unnest([wanted], recursive := true) as value) as given
+    where trim(value) <> ''
+);
+
 -- matches_filters: whether an item of this genre and content type passes the
--- optional filters (null = any; compared lower-case, as the tables store them).
-create or replace macro matches_filters(genre, content_type, only_genre, only_content_type) as
-    (only_genre is null or genre = lower(only_genre))
-    and (only_content_type is null or content_type = lower(only_content_type));
+-- optional filters: only_genre and only_content_type are each null (any),
+-- one value or a list of values (any of them), compared lower-case as the
+-- tables store them. An item's genre may hold several genres separated by
+-- '|' ('drama|romance'); each of them matches. An item whose item_id is in
+-- except_items (a list of ids) never passes.
+create or replace macro matches_filters(
+    genre, content_type, only_genre, only_content_type, item_id := null, except_items := null
+) as
+    (filter_values(only_genre) is null or list_has_any(string_split(genre, '|'), filter_values(only_genre)))
+    and (filter_values(only_content_type) is null or list_contains(filter_values(only_content_type), content_type))
+    and not coalesce(list_contains(except_items, item_id), false);
 
 -- popularity_reason: the reason shown for an item picked for its popularity.
 create or replace macro popularity_reason(viewers) as

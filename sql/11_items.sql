@@ -1,6 +1,6 @@
 -- items: one row per item_id in items.csv. The first row of a repeated
 -- item_id wins. content_type and genre are lower-cased so filters match any
--- spelling; a blank title shows the item_id, a blank genre becomes 'unknown'.
+-- spelling (a genre field may list several, separated by '|'); a blank title shows the item_id, a blank genre becomes 'unknown'.
 create temp table items_checked as
 with source as (
     select
@@ -8,7 +8,10 @@ with source as (
         nullif(trim(item_id), '') as item_id,
         nullif(trim(title), '') as title,
         nullif(lower(trim(content_type)), '') as content_type,
-        nullif(lower(trim(genre)), '') as genre
+        -- several genres separated by '|' ('Drama | Romance') become
+        -- 'drama|romance': trimmed, lower-cased, no empty parts
+        nullif(trim(regexp_replace(regexp_replace(lower(genre), '\s*\|\s*', '|', 'g'), '\|+', '|', 'g'), '| '), '')
+            as genre
     from raw_items
 ),
 

@@ -1,5 +1,6 @@
 -- events: one row per valid viewing session in events.csv, with watched_at
--- in UTC ('Z' and offsets converted; a timestamp without one is taken as UTC).
+-- in UTC ('Z' and offsets converted; a timestamp without one is taken as UTC;
+-- unix seconds or milliseconds and plain dates are accepted too).
 -- A row with any problem below is skipped and reported: the model cannot use
 -- an event without a known user, a known item, seconds and a time. Events of
 -- users missing from users.csv are kept: those users are known by behaviour.
@@ -22,10 +23,19 @@ parsed as (
             when regexp_full_match(seconds_text, '[0-9]{1,12}(\.[0-9]*)?')
                 then cast(seconds_text as double)
         end as watch_seconds,
-        -- try_cast turns text that is no time (or no real date) into null; a
-        -- timestamptz is an instant, stored as a plain UTC timestamp. (DuckDB's
-        -- epoch_us/make_timestamp run 4x faster than timezone('UTC', ...).)
-        make_timestamp(epoch_us(try_cast(timestamp_text as timestamptz))) as watched_at
+        -- Unix time: 9-10 digits are seconds (1973-2286, a fraction allowed),
+        -- 12-13 digits milliseconds; any other text is a date ('2024-01-05',
+        -- midnight UTC) or a date and time. try_cast turns text that is no
+        -- time (or no real date) into null; a timestamptz is an instant,
+        -- stored as a plain UTC timestamp. (DuckDB's epoch_us/make_timestamp
+        -- run 4x faster than timezone('UTC', ...).)
+        case
+            when regexp_full_match(timestamp_text, '[0-9]{9,10}(\.[0-9]{1,6})?')
+                then make_timestamp(cast(round(cast(timestamp_text as double) * 1000000) as bigint))
+            when regexp_full_match(timestamp_text, '[0-9]{12,13}')
+                then make_timestamp(cast(timestamp_text as bigint) * 1000)
+            else make_timestamp(epoch_us(try_cast(timestamp_text as timestamptz)))
+        end as watched_at
     from source
 ),
 

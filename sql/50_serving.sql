@@ -30,8 +30,9 @@ cross join model_params
 where is_excluded(history.is_heavy, model_params.resurface_light);
 
 -- popular_eligible: the catalogue in popularity order, only items passing
--- the filters: what the popular list and every popular fill draw from.
-create or replace macro popular_eligible(only_genre, only_content_type) as table
+-- the filters (matches_filters: genres, content types, except_items): what
+-- the popular list and every popular fill draw from.
+create or replace macro popular_eligible(only_genre, only_content_type, except_items := null) as table
 select
     item_popularity.item_key,
     item_popularity.item_id,
@@ -43,18 +44,25 @@ select
     item_popularity.viewers,
     item_popularity.popularity_rank
 from item_popularity
-where matches_filters(item_popularity.genre, item_popularity.content_type, only_genre, only_content_type);
+where matches_filters(
+    item_popularity.genre, item_popularity.content_type, only_genre, only_content_type,
+    item_id := item_popularity.item_id, except_items := except_items
+);
 
--- popular: the top_k most popular items, optionally of one genre and/or
--- content type. One row per item, best first. item_popularity carries every
+-- popular: the top_k most popular items, optionally of some genres and/or
+-- content types (one or a list each: any of them), never those of
+-- except_items. One row per item, best first. item_popularity carries every
 -- column shown, so this reads one table.
-create or replace macro popular(top_k := 10, only_genre := null, only_content_type := null) as table
+create or replace macro popular(
+    top_k := 10, only_genre := null, only_content_type := null, except_items := null
+) as table
 with top as (
     select eligible.*
-    from popular_eligible(only_genre, only_content_type) as eligible
+    from popular_eligible(only_genre, only_content_type, except_items := except_items) as eligible
     -- ranks run 1, 2, 3, ... so without a filter the top k are ranks 1..k:
     -- said outright, the scan reads a few rows instead of the catalogue
-    where only_genre is not null or only_content_type is not null or eligible.popularity_rank <= top_k
+    where only_genre is not null or only_content_type is not null or except_items is not null
+        or eligible.popularity_rank <= top_k
     order by eligible.popularity_rank
     limit top_k
 )
@@ -73,45 +81,43 @@ select
 from top
 order by rank;
 
--- user_scope: the rows of user_keys for for_users (a list of user ids; null
--- = every user with events). The all-users plan below reads only these
--- users' rows, so a batch of users (export --users, the tuner's validation
--- users) costs what those users cost.
-create or replace macro user_scope(for_users) as table
-select user_keys.*
-from user_keys
-where for_users is null
-union all
-select user_keys.*
-from user_keys
-semi join (select unnest(for_users) as user_id) as wanted on wanted.user_id = user_keys.user_id
-where for_users is not null;
-
--- candidate_scores: one row per user (of for_users) and item the model could
--- recommend to them (an item similar to something they watched), with its score:
+-- candidate_scores: one row per user and item the model could recommend to
+-- them (an item similar to something they watched), with its score:
 --   score(u, i) = sum over u's watched items w of contribution(u, w -> i)
 -- because_key is the watched item that contributed most: the reason shown.
--- By key (join user_keys and items for the ids), e.g.
---   select * from candidate_scores(null) order by user_key, score desc;
--- For many users at once; recommend_personal has the one-user plan of the same sum.
-create or replace macro candidate_scores(for_users) as table
-with contributions as (
+-- By key (join user_keys and items for the ids). candidate_scores_of is
+-- the same for the users of for_keys (a list of user keys; null = every
+-- user); recommend_personal has the one-user plan of the same sum.
+create or replace macro candidate_scores_of(for_keys) as table
+with strengths as (
+    -- every user's rows, or the chosen users' (by a join on the table itself:
+    -- a user filter above the sum, or an OR beside it, would not reach its scan)
+    select user_item_strength.*
+    from user_item_strength
+    where for_keys is null
+    union all
+    select user_item_strength.*
+    from user_item_strength
+    semi join (select unnest(for_keys) as user_key) as chosen
+        on chosen.user_key = user_item_strength.user_key
+),
+
+contributions as (
     select
-        user_item_strength.user_key,
+        strengths.user_key,
         entry.neighbor.neighbor_key as item_key,
-        user_item_strength.item_key as because_key,
+        strengths.item_key as because_key,
         contribution(
-            user_item_strength.strength,
+            strengths.strength,
             entry.neighbor.similarity,
-            user_item_strength.days_before_user_end,
+            strengths.days_before_user_end,
             model_params.user_half_life_days
         ) as contribution
-    from user_item_strength
-    semi join user_scope(for_users) as scope on scope.user_key = user_item_strength.user_key
+    from strengths
     cross join model_params
-    join neighbor_lists on neighbor_lists.item_key = user_item_strength.item_key
+    join neighbor_lists on neighbor_lists.item_key = strengths.item_key
     cross join unnest(neighbor_lists.neighbors) as entry (neighbor)
-    where user_item_strength.strength > 0
+    where strengths.strength > 0
 )
 
 select
@@ -123,20 +129,22 @@ select
 from contributions
 group by user_key, item_key;
 
--- excluded_items: one row per user (of for_users) and item never to be
--- recommended to them (is_excluded). By key; for many users at once, as
--- user_excluded is for one.
-create or replace macro excluded_items(for_users) as table
+create or replace view candidate_scores as
+select * from candidate_scores_of(null);
+
+-- excluded_items: one row per user and item never to be recommended to them
+-- (is_excluded). By key; every user at once, as user_excluded is for one.
+create or replace view excluded_items as
 select
     user_item_strength.user_key,
     user_item_strength.item_key
 from user_item_strength
-semi join user_scope(for_users) as scope on scope.user_key = user_item_strength.user_key
 cross join model_params
 where is_excluded(user_item_strength.is_heavy, model_params.resurface_light);
 
--- recommend_all: the top_k items for every user with events (or only those
--- of for_users, a list of user ids); one row per user and rank. The candidates (items similar to what the user watched
+-- recommend_all: the top_k items for every user with events (or those of
+-- for_users, a list of user ids, reading only their rows); one row per
+-- user and rank. The candidates (items similar to what the user watched
 -- and, with a popularity prior, the most popular items they may get) are
 -- ranked by personal score plus prior, as in recommend_personal; when fewer
 -- than top_k remain after the filters and exclusions, popular items (same
@@ -144,20 +152,29 @@ where is_excluded(user_item_strength.is_heavy, model_params.resurface_light);
 -- is taken. It answers what recommend answers, for every user in one plan
 -- (batch export and evaluation); a test checks the two agree.
 create or replace macro recommend_all(
-    top_k := 10, only_genre := null, only_content_type := null, for_users := null
+    top_k := 10, only_genre := null, only_content_type := null, except_items := null, for_users := null
 ) as table
-with eligible as (
+with chosen as (
+    -- the users answered: those of for_users (a list of user ids) with events, else all with events
+    select user_keys.*
+    from user_keys
+    where for_users is null or list_contains(for_users, user_keys.user_id)
+),
+
+eligible as (
     select
         popular_items.*,
         row_number() over (order by popular_items.popularity_rank) as position
-    from popular_eligible(only_genre, only_content_type) as popular_items
+    from popular_eligible(only_genre, only_content_type, except_items := except_items) as popular_items
 ),
 
 neighbour_candidates as (
     select candidate_scores.*
-    from candidate_scores(for_users) as candidate_scores
+    from candidate_scores_of(
+        case when for_users is not null then (select coalesce(list(chosen.user_key), []) from chosen) end
+    ) as candidate_scores
     semi join eligible on eligible.item_key = candidate_scores.item_key
-    anti join excluded_items(for_users) as excluded_items
+    anti join excluded_items
         on excluded_items.user_key = candidate_scores.user_key
         and excluded_items.item_key = candidate_scores.item_key
 ),
@@ -174,10 +191,10 @@ popular_candidates as (
             user_keys.user_key,
             eligible.item_key,
             row_number() over (partition by user_keys.user_key order by eligible.position) as order_in_source
-        from user_scope(for_users) as user_keys
+        from chosen as user_keys
         cross join model_params
         join eligible on eligible.position <= user_keys.count_items + top_k
-        anti join excluded_items(for_users) as excluded_items
+        anti join excluded_items
             on excluded_items.user_key = user_keys.user_key
             and excluded_items.item_key = eligible.item_key
         where model_params.popularity_prior > 0
@@ -254,9 +271,9 @@ fill_ranked as (
         eligible.score,
         eligible.viewers,
         row_number() over (partition by user_keys.user_key order by eligible.position) as order_in_source
-    from user_scope(for_users) as user_keys
+    from chosen as user_keys
     join eligible on eligible.position <= user_keys.count_items + 2 * top_k
-    anti join excluded_items(for_users) as excluded_items
+    anti join excluded_items
         on excluded_items.user_key = user_keys.user_key
         and excluded_items.item_key = eligible.item_key
     anti join personal
@@ -322,7 +339,9 @@ where ranked.rank <= top_k;
 -- sum of candidate_scores for one user, as its own plan: a user filter on
 -- that view does not reach its scan (at 10M, seconds per user instead of
 -- milliseconds).
-create or replace macro recommend_personal(for_user, top_k := 10, only_genre := null, only_content_type := null) as table
+create or replace macro recommend_personal(
+    for_user, top_k := 10, only_genre := null, only_content_type := null, except_items := null
+) as table
 with history as (
     select * from user_rows(for_user)
 ),
@@ -364,7 +383,7 @@ popular_candidates as (
     -- with a popularity prior, the top_k most popular items for_user may get
     -- compete with the neighbours (only top_k can win on popularity alone)
     select eligible.item_key
-    from popular_eligible(only_genre, only_content_type) as eligible
+    from popular_eligible(only_genre, only_content_type, except_items := except_items) as eligible
     cross join model_params
     cross join evidence
     where model_params.popularity_prior > 0
@@ -395,7 +414,10 @@ eligible_candidates as (
     from candidates
     cross join evidence
     join item_popularity as item on item.item_key = candidates.item_key
-    where matches_filters(item.genre, item.content_type, only_genre, only_content_type)
+    where matches_filters(
+            item.genre, item.content_type, only_genre, only_content_type,
+            item_id := item.item_id, except_items := except_items
+        )
         and candidates.item_key not in (select item_key from user_excluded(for_user))
 ),
 
@@ -438,16 +460,22 @@ order by rank;
 -- Personalised picks first; when fewer than top_k pass the filters, popular
 -- items (same filters, nothing for_user watched, marked 'popular') fill the
 -- list. A user without events (unknown, or only in users.csv) gets the
--- popular list.
-create or replace macro recommend(for_user, top_k := 10, only_genre := null, only_content_type := null) as table
+-- popular list. Items of except_items (e.g. already on the user's screen)
+-- are never picked.
+create or replace macro recommend(
+    for_user, top_k := 10, only_genre := null, only_content_type := null, except_items := null
+) as table
 with personal as (
     select *
-    from recommend_personal(for_user, top_k, only_genre := only_genre, only_content_type := only_content_type)
+    from recommend_personal(
+        for_user, top_k, only_genre := only_genre, only_content_type := only_content_type,
+        except_items := except_items
+    )
 ),
 
 fill as (
     select eligible.*
-    from popular_eligible(only_genre, only_content_type) as eligible
+    from popular_eligible(only_genre, only_content_type, except_items := except_items) as eligible
     where eligible.item_key not in (select item_key from user_excluded(for_user))
         and eligible.item_id not in (select personal.item_id from personal)
     order by eligible.popularity_rank
@@ -475,29 +503,55 @@ where combined.rank <= top_k
 order by combined.rank;
 
 -- recommend_many: the top_k for each of user_ids (a list; null = every user
--- in users.csv or with events), one row per user and rank, ordered by user
--- and rank. A user without events gets the popular list. What export writes.
-create or replace macro recommend_many(user_ids, top_k := 10) as table
-with wanted as (
-    select unnest(user_ids) as user_id where user_ids is not null
-    union
-    select user_id from users where user_ids is null
-    union
-    select user_id from user_keys where user_ids is null
+-- in users.csv or with events), one row per user and rank: the users in the
+-- order of user_ids (the first time each appears), else by user_id; each
+-- user's rows by rank. A user without events gets the popular list. The
+-- filters and except_items are those of recommend. What export writes, and
+-- what a batch of users is answered with.
+create or replace macro recommend_many(
+    user_ids, top_k := 10, only_genre := null, only_content_type := null, except_items := null
+) as table
+with listed as (
+    select
+        user_id,
+        min(position) as position
+    from (
+        select
+            unnest(user_ids) as user_id,
+            generate_subscripts(user_ids, 1) as position
+        where user_ids is not null
+    ) as given
+    group by user_id
+),
+
+wanted as (
+    select user_id, position from listed
+    union all
+    select everyone.user_id, null as position
+    from (select user_id from users union select user_id from user_keys) as everyone
+    where user_ids is null
 ),
 
 picks as (
     select all_picks.*
-    from recommend_all(top_k, for_users := user_ids) as all_picks
+    from recommend_all(
+        top_k, only_genre := only_genre, only_content_type := only_content_type, except_items := except_items,
+        for_users := user_ids
+    ) as all_picks
+    semi join wanted on wanted.user_id = all_picks.user_id
     union all
     select wanted.user_id, popular_picks.*
     from wanted
     anti join user_keys on user_keys.user_id = wanted.user_id
-    cross join popular(top_k) as popular_picks
+    cross join popular(
+        top_k, only_genre := only_genre, only_content_type := only_content_type, except_items := except_items
+    ) as popular_picks
 )
 
-select * from picks
-order by user_id, rank;
+select picks.*
+from picks
+join wanted on wanted.user_id = picks.user_id
+order by wanted.position, picks.user_id, picks.rank;
 
 -- user_history: what for_user watched, one row per item, latest first.
 create or replace macro user_history(for_user) as table

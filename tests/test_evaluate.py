@@ -166,7 +166,7 @@ def test_export_writes_every_users_list(cli, tiny_dir, tmp_path):
     assert result.exit_code == 0, result.stderr
     with out.open() as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0].keys()) == ["user_id", "rank", "item_id", "score", "source", "reason"]
+    assert list(rows[0].keys()) == ["user_id", "rank", "item_id", "title", "score", "source", "reason"]
     by_user = {}
     for row in rows:
         by_user.setdefault(row["user_id"], []).append(row["item_id"])
@@ -252,16 +252,16 @@ def test_export_writes_the_format_its_suffix_names(cli, tiny_dir, tmp_path, suff
     if suffix == ".tsv":
         rows = list(csv.DictReader(out.open(), delimiter="\t"))
     else:
-        rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert list(rows[0]) == ["user_id", "rank", "item_id", "score", "source", "reason"]
+        rows = json.loads(out.read_text())  # one JSON document (.jsonl is one object per line)
+    assert list(rows[0]) == ["user_id", "rank", "item_id", "title", "score", "source", "reason"]
     assert len(rows) == 6 and {row["user_id"] for row in rows} == {"u1", "u2", "u3"}
 
 
 def test_export_refuses_a_suffix_it_cannot_write(cli, tiny_dir, tmp_path):
     out = tmp_path / "recs.txt"
     result = cli("--data-dir", tiny_dir, "--db", tmp_path / "recs.db", "export", "--out", out)
-    assert result.exit_code == 1
-    assert result.stderr.strip().endswith("use one of .csv, .tsv, .json, .parquet")
+    assert result.exit_code == 2  # a usage mistake, caught before any work
+    assert "(csv, tsv, json, jsonl, parquet)" in " ".join(result.stderr.replace("│", " ").split())
     assert not out.exists()
 
 
