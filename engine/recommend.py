@@ -11,11 +11,13 @@ from pathlib import Path
 
 import duckdb
 
-from . import config
+from . import config, live
 from .build import Progress, built_state, ensure_built
 from .config import ModelParams
 from .db import ReadOnlyDatabase, open_read_only
-from .errors import BadArgument, BuildError, DataFileError, DiskFull, UnknownFilter, UnknownItem, UnknownUser
+from .errors import (
+    BadArgument, BuildError, DataFileError, DiskFull, InvalidEvents, UnknownFilter, UnknownItem, UnknownUser,
+)
 from .results import History, HistoryEntry, Pick, PopularList, Recommendations, SimilarItems
 
 EXPORT_FORMATS = {
@@ -76,7 +78,8 @@ class Recommender:
                     raise
                 self.stale, self.stale_built_at = str(error), last_good.built_at
                 self._stale_file = _identity(self.db)
-        self.database = ReadOnlyDatabase(self.db)
+        self.live = live.LiveOverlay(self.db)
+        self.database = ReadOnlyDatabase(self.db, self.live)
 
     def popular(self, k: int = 10, genre: str | None = None, content_type: str | None = None) -> PopularList:
         """The k most popular items, best first, optionally of one genre / content type."""
@@ -120,6 +123,27 @@ class Recommender:
         if not rows and not self.database.rows("select 1 from items where item_id = $id", {"id": item_id}):
             raise UnknownItem(f"item {item_id!r} is not in the catalogue")
         return SimilarItems(item_id, k, [Pick.from_row(row) for row in rows])
+
+    def add_events(self, events: list[dict]) -> int:
+        """Check a batch of events (dicts with the columns of events.csv) by the loader's rules and
+        append it to the live log, durably; all or nothing. Returns how many were accepted;
+        InvalidEvents (naming each bad event's index, field and problem) when any is invalid."""
+        live.check_batch_size(events)
+        good, problems = live.check_rows(self.database.cursor(), events)
+        if problems:
+            raise InvalidEvents(problems)
+        if good:
+            self.live.log.append(good)
+            self.live.sync()
+        return len(good)
+
+    def ingest(self, path: Path) -> live.IngestReport:
+        """Append the good events of a CSV file (the columns of events.csv) to the live log; the
+        bad rows are reported by line, as a build reports events.csv."""
+        self.database.cursor()  # the usual checks: the file exists and is not locked
+        report = live.ingest(self.db, Path(path))
+        self.live.sync()
+        return report
 
     def user_known(self, user_id: str) -> bool:
         """True when user_id is in users.csv or has events."""
@@ -181,6 +205,7 @@ class Recommender:
                 (select count(*) from events) as events
             """
         )[0]
+        info["live_events"] = self.live.events
         if self.stale is not None and _identity(self.db) != self._stale_file:
             self.stale = self.stale_built_at = None  # a later build swapped a new model in
         return {**info, "stale": self.stale is not None, "stale_reason": self.stale}
