@@ -18,6 +18,8 @@ in the response) for anything unexpected. See docs/api.md.
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
 import os
 from contextlib import asynccontextmanager
@@ -70,6 +72,7 @@ class HealthResponse(BaseModel):
         False, description="true when the last rebuild failed and the service answers from the model built at built_at."
     )
     stale_reason: Optional[str] = Field(None, description="Why that rebuild failed (one line); null when not stale.")
+    live_events: int = Field(0, description="Events accepted since the build (POST /events, ingest), overlaid on it.")
 
 
 class ErrorResponse(BaseModel):
@@ -90,7 +93,7 @@ EXAMPLES = {
     "health": {
         "status": "ok", "built_at": "2026-11-26T12:05:47+00:00",
         "rows": {"users": 3, "items": 4, "events": 5}, "duckdb_version": "1.5.6",
-        "stale": False, "stale_reason": None,
+        "stale": False, "stale_reason": None, "live_events": 0,
     },
     "popular": {
         "k": 2,
@@ -233,6 +236,7 @@ def health(recommender: RecommenderDep) -> dict:
         "rows": {name: rows[name] for name in ("users", "items", "events")},
         "stale": rows["stale"],
         "stale_reason": rows["stale_reason"],
+        "live_events": rows["live_events"],
     }
 
 
@@ -310,6 +314,83 @@ def similar(
     return _answer(recommender.similar(item_id, k))
 
 
+# --- live events in ---------------------------------------------------------------
+
+
+class EventsBody(BaseModel):
+    events: list[Any] = Field(
+        max_length=engine.live.MAX_BATCH,
+        description=f"Up to {engine.live.MAX_BATCH:,} events, each with the columns of events.csv: user_id, "
+        "item_id, event_type, watch_seconds, timestamp (ISO 8601; Z or an offset, else UTC).",
+    )
+
+
+class AcceptedResponse(BaseModel):
+    accepted: int = Field(description="How many events were appended to the live log (the whole batch).")
+
+
+EVENTS_EXAMPLE = {
+    "events": [
+        {"user_id": "u1", "item_id": "i3", "event_type": "play", "watch_seconds": 1800,
+         "timestamp": "2026-12-01T10:00:00Z"},
+    ]
+}
+BAD_EVENTS = {
+    "model": ValidationErrorResponse,
+    "description": "Some events are invalid; none of the batch was kept.",
+    "content": {"application/json": {"example": {
+        "error": "invalid_events",
+        "message": "1 invalid event(s), none of the batch was kept: event 0, item_id: item_id 'i9' is not in items.csv",
+        "details": [{"index": 0, "field": "item_id", "problem": "item_id 'i9' is not in items.csv"}],
+    }}},
+}
+UNAUTHORIZED = _error_example("unauthorized", "POST /events needs the header Authorization: Bearer <RECS_API_TOKEN>")
+
+
+def check_write_token(request: Request) -> None:
+    """With RECS_API_TOKEN set (read when the app was made), writes need it as a Bearer token."""
+    token = request.app.state.api_token
+    if not token:
+        return
+    given = request.headers.get("authorization", "")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+        raise Unauthorized()
+
+
+class Unauthorized(Exception):
+    """A write without the API token."""
+
+
+@router.post(
+    "/events",
+    response_model=AcceptedResponse,
+    summary="Add watch events, live",
+    description="Appends a batch of events to the live log, durably (written and fsynced before the "
+    "200), checked by the rules events.csv is loaded with. A batch with any invalid event is refused "
+    "whole (422, `details` names each bad event's index, field and problem): retry the whole batch. "
+    "Unknown items are invalid; unknown users are fine (new users arrive this way). The events count "
+    "at once: the user's history, exclusions, personal scores and popularity; item neighbours at the "
+    "next build. With `RECS_API_TOKEN` set, needs `Authorization: Bearer <token>` (401 otherwise).",
+    responses={200: {"content": {"application/json": {"example": {"accepted": 1}}}}, 401: UNAUTHORIZED,
+               422: BAD_EVENTS},
+    tags=["events"],
+    openapi_extra={"requestBody": {"content": {"application/json": {"example": EVENTS_EXAMPLE}}}},
+)
+def post_events(recommender: RecommenderDep, body: EventsBody, _: Annotated[None, Depends(check_write_token)]) -> JSONResponse:
+    if not recommender_writes(recommender):
+        return _error(403, "read_only", "this server was started with --read-only: POST /events is off")
+    try:
+        accepted = recommender.add_events(body.events)
+    except engine.InvalidEvents as error:
+        return _error(422, "invalid_events", str(error), details=[problem.to_dict() for problem in error.problems])
+    return JSONResponse({"accepted": accepted})
+
+
+def recommender_writes(recommender: engine.Recommender) -> bool:
+    return getattr(recommender, "writes", True)
+
+
 # --- the app --------------------------------------------------------------------
 
 DESCRIPTION = """
@@ -359,6 +440,7 @@ def create_app(
 
     app = FastAPI(title="recs: what to watch next", description=DESCRIPTION, version=engine.__version__, lifespan=lifespan)
     app.state.internal_errors = 0  # how often the catch-all 500 handler ran (tests assert 0)
+    app.state.api_token = os.environ.get("RECS_API_TOKEN") or None
     _add_error_handlers(app)
     app.include_router(router)
     return app
@@ -412,6 +494,12 @@ def _add_error_handlers(app: FastAPI) -> None:
             {"error": code, "message": message}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
         )
 
+    @app.exception_handler(Unauthorized)
+    async def unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
+        response = _error(401, "unauthorized", "POST /events needs the header Authorization: Bearer <RECS_API_TOKEN>")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         # Logged with its traceback here; the client only learns that it failed.
@@ -423,9 +511,34 @@ def _add_error_handlers(app: FastAPI) -> None:
 # --- running it -----------------------------------------------------------------------
 
 
-def serve(recommender: engine.Recommender, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+def is_loopback(host: str) -> bool:
+    """Whether host is this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_writes_allowed(host: str, writes: bool = True) -> None:
+    """Refuse to open POST /events beyond this machine without RECS_API_TOKEN."""
+    if writes and not is_loopback(host) and not os.environ.get("RECS_API_TOKEN"):
+        raise engine.BadArgument(
+            f"refusing to serve POST /events on {host} without a token: set RECS_API_TOKEN "
+            "(clients then send Authorization: Bearer <token>), or serve --read-only"
+        )
+
+
+def serve(
+    recommender: engine.Recommender, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
+    writes: bool = True,
+) -> None:
     """Serve the API over an open (already built) Recommender with uvicorn until interrupted."""
     import uvicorn
+
+    check_writes_allowed(host, writes)
+    recommender.writes = writes
 
     uvicorn.run(create_app(recommender=recommender), host=host, port=port, log_level=log_level)
 
