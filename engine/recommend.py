@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 
-from . import config, live
+from . import config, live, serving
 from .build import Progress, built_state, ensure_built
 from .config import ModelParams
 from .db import ReadOnlyDatabase, open_read_only
@@ -45,6 +45,11 @@ class Recommender:
         Build when recs.db is missing or older than the CSVs.
     progress:
         Called with each build step's name.
+    fast:
+        Answer recommend and popular from the in-memory serving index
+        (engine/serving.py: loaded at the first question, a second or two at
+        10M events), as a server does; else from the SQL macros, as a
+        one-shot command does. The answers are the same.
 
     When a build it needs fails on the data (a CSV missing, unreadable or
     with the wrong header, a SQL file failing, the disk full) and db holds a
@@ -63,6 +68,7 @@ class Recommender:
         params: ModelParams | None = None,
         auto_build: bool = True,
         progress: Progress | None = None,
+        fast: bool = False,
     ):
         self.db = config.db_path(db)
         self.data_dir = config.data_dir(data_dir)
@@ -80,10 +86,17 @@ class Recommender:
                 self._stale_file = _identity(self.db)
         self.live = live.LiveOverlay(self.db)
         self.database = ReadOnlyDatabase(self.db, self.live)
+        self.fast = fast
+        self._serving = serving.ServingState()
 
     def popular(self, k: int = 10, genre: str | None = None, content_type: str | None = None) -> PopularList:
         """The k most popular items, best first, optionally of one genre / content type."""
         _check_k(k)
+        if self.fast:
+            items = self.serving_index().popular(k, genre, content_type)
+            if not items:
+                self._check_filters(genre, content_type)
+            return PopularList(k, items)
         rows = self.database.rows(
             f"select * from popular($k, {FILTERS})", {"k": k, "genre": genre, "content_type": content_type}
         )
@@ -96,6 +109,11 @@ class Recommender:
     ) -> Recommendations:
         """The k items user_id should watch next, personalised first, then popular fill."""
         _check_k(k)
+        if self.fast:
+            items, has_history, known = self.serving_index().recommend(user_id, k, genre, content_type)
+            if not items:
+                self._check_filters(genre, content_type)
+            return Recommendations(user_id, k, items, fallback_used=not has_history, user_known=known)
         known, has_history = self._user_state(user_id)
         params = {"user_id": user_id, "k": k, "genre": genre, "content_type": content_type}
         rows = []
@@ -123,6 +141,10 @@ class Recommender:
         if not rows and not self.database.rows("select 1 from items where item_id = $id", {"id": item_id}):
             raise UnknownItem(f"item {item_id!r} is not in the catalogue")
         return SimilarItems(item_id, k, [Pick.from_row(row) for row in rows])
+
+    def serving_index(self) -> serving.ServingIndex:
+        """The in-memory index of the open model with the live events (loaded on first use)."""
+        return self._serving.current(self.database, self.live)
 
     def add_events(self, events: list[dict]) -> int:
         """Check a batch of events (dicts with the columns of events.csv) by the loader's rules and

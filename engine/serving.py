@@ -1,0 +1,402 @@
+"""The serving index: the model's tables held in memory arrays, for answers in microseconds.
+
+A query per request in DuckDB costs 5-15 ms however it is written (most of it
+planning the macros; docs/performance.md), so a server answers `recommend`
+and `popular` from arrays loaded from recs.db when it opens the file: each
+item's neighbour list (one flat array with offsets), popularity, titles,
+genres and content types, and every user's rows of user_item_strength (item,
+strength, heaviness, recency), read by key. The live overlay
+(sql/live_overlay.sql) replaces the rows of users with live events and the
+popularity table each time it changes.
+
+The SQL macros of sql/50_serving.sql stay the definition of every answer:
+this module computes the same sums, the same prior, the same ranking, fill
+and reasons, in the same order, and tests/test_serving.py checks that it
+returns exactly what the macros return, for every user of the bundled data,
+with and without filters and live events.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .results import Pick
+
+Filter = "str | list[str] | tuple[str, ...] | set[str] | None"
+
+
+@dataclass(frozen=True)
+class UserRows:
+    """One user's rows of user_item_strength (by item_key) and their user_keys row."""
+
+    item_keys: np.ndarray
+    strength: np.ndarray
+    is_heavy: np.ndarray
+    days_before_user_end: np.ndarray | None
+    count_history: int
+    has_history: bool
+
+
+@dataclass(frozen=True)
+class Popularity:
+    """item_popularity by item_key, and the keys in rank order."""
+
+    score: np.ndarray
+    relative_score: np.ndarray
+    viewers: np.ndarray
+    by_rank: np.ndarray
+
+
+@dataclass(frozen=True)
+class LiveRows:
+    """What the live overlay changes: the rows of users with live events, and popularity."""
+
+    version: int
+    users: dict[str, UserRows]
+    popularity: Popularity
+
+
+def popularity_reason(viewers: int) -> str:
+    """sql/05_rules.sql popularity_reason."""
+    if viewers == 0:
+        return "in the catalogue, not watched yet"
+    if viewers == 1:
+        return "popular on the platform (1 viewer)"
+    return f"popular on the platform ({viewers} viewers)"
+
+
+def similarity_reason(because_title: str, count_because: int) -> str:
+    """sql/05_rules.sql similarity_reason."""
+    if count_because == 1:
+        return f"similar to {because_title}, which you watched"
+    return f"similar to {because_title} and {count_because - 1} more you watched"
+
+
+def _wanted(values: Filter) -> tuple[str, ...] | None:
+    """A filter as lower-cased values (None or empty: any)."""
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    wanted = tuple(sorted({value.lower() for value in values if value}))
+    return wanted or None
+
+
+class ServingIndex:
+    """recs.db's serving tables in memory; see the module docstring."""
+
+    def __init__(self, cursor, generation: int):
+        started = time.perf_counter()
+        self.generation = generation
+        resurface, half_life, prior = cursor.execute(
+            "select resurface_light, user_half_life_days, popularity_prior from recs.main.model_params"
+        ).fetchone()
+        self.resurface_light = bool(resurface)
+        self.user_half_life_days = float(half_life)
+        self.popularity_prior = float(prior)
+
+        items = cursor.execute(
+            "select item_key, item_id, title, content_type, genre from recs.main.items order by item_key"
+        ).fetchall()
+        size = (items[-1][0] + 1) if items else 1
+        self.size = size
+        self.item_id = [""] * size
+        self.title = [""] * size
+        self.content_type = [""] * size
+        self.genre = [""] * size
+        for key, item_id, title, content_type, genre in items:
+            self.item_id[key], self.title[key] = item_id, title
+            self.content_type[key], self.genre[key] = content_type, genre
+        self._codes = {}
+        for column in ("genre", "content_type"):
+            values = getattr(self, column)
+            names = sorted(set(values[1:])) if size > 1 else []
+            code_of = {name: code for code, name in enumerate(names)}
+            codes = np.full(size, -1, dtype=np.int32)
+            for key in range(1, size):
+                codes[key] = code_of[values[key]]
+            self._codes[column] = (code_of, codes)
+        self._masks: dict = {}
+
+        neighbours = cursor.execute(
+            """
+            select item_key, neighbor.neighbor_key as neighbor_key, neighbor.similarity as similarity
+            from (
+                select item_key, unnest(neighbors) as neighbor, generate_subscripts(neighbors, 1) as position
+                from recs.main.neighbor_lists
+            )
+            order by item_key, position
+            """
+        ).fetchnumpy()
+        owner = neighbours["item_key"].astype(np.int64)
+        self.nb_key = neighbours["neighbor_key"].astype(np.int64)
+        self.nb_sim = neighbours["similarity"].astype(np.float64)
+        self.nb_offsets = np.searchsorted(owner, np.arange(size + 1)).astype(np.int64)
+
+        self._load_users(cursor)
+        self.built_popularity = self._read_popularity(cursor, "recs.main.item_popularity")
+        self.live = LiveRows(-1, {}, self.built_popularity)
+        self.load_seconds = time.perf_counter() - started
+
+    def _load_users(self, cursor) -> None:
+        keys = cursor.execute(
+            "select user_id, user_key, count_history, has_history from recs.main.user_keys order by user_key"
+        ).fetchnumpy()
+        user_keys = keys["user_key"].astype(np.int64)
+        self.user_index = {user_id: int(key) for user_id, key in zip(keys["user_id"].tolist(), user_keys)}
+        max_key = int(user_keys.max()) if len(user_keys) else 0
+        self.count_history = np.zeros(max_key + 1, dtype=np.int64)
+        self.count_history[user_keys] = keys["count_history"]
+        self.has_history = np.zeros(max_key + 1, dtype=bool)
+        self.has_history[user_keys] = keys["has_history"]
+        days = ", days_before_user_end" if self.user_half_life_days > 0 else ""
+        rows = cursor.execute(
+            f"select user_key, item_key, strength, is_heavy{days} from recs.main.user_item_strength"
+        ).fetchnumpy()
+        owner = rows["user_key"].astype(np.int64)
+        if len(owner) and np.any(np.diff(owner) < 0):  # stored sorted by user_key, item_key; just in case
+            order = np.lexsort((rows["item_key"], owner))
+            rows = {name: np.asarray(values)[order] for name, values in rows.items()}
+            owner = owner[order]
+        self.row_item = np.asarray(rows["item_key"]).astype(np.int64)
+        self.row_strength = np.asarray(rows["strength"]).astype(np.float64)
+        self.row_heavy = np.asarray(rows["is_heavy"]).astype(bool)
+        self.row_days = np.asarray(rows["days_before_user_end"]).astype(np.float64) if days else None
+        self.row_offsets = np.searchsorted(owner, np.arange(max_key + 2)).astype(np.int64)
+        self.listed_users = set(
+            row[0] for row in cursor.execute("select user_id from recs.main.users").fetchall()
+        )
+
+    @staticmethod
+    def _read_popularity(cursor, table: str) -> Popularity:
+        # table is one of two names of ours, never input
+        rows = cursor.execute(
+            f"select item_key, score, relative_score, viewers, popularity_rank from {table}"
+        ).fetchnumpy()
+        keys = rows["item_key"].astype(np.int64)
+        size = int(keys.max()) + 1 if len(keys) else 1
+        score = np.zeros(size)
+        relative = np.zeros(size)
+        viewers = np.zeros(size, dtype=np.int64)
+        score[keys], relative[keys], viewers[keys] = rows["score"], rows["relative_score"], rows["viewers"]
+        by_rank = keys[np.argsort(rows["popularity_rank"], kind="stable")]
+        return Popularity(score, relative, viewers, by_rank)
+
+    # --- the live overlay ---------------------------------------------------------------
+
+    def apply_live(self, cursor, version: int, has_events: bool) -> None:
+        """Take in the overlay tables of sql/live_overlay.sql (version: LiveOverlay.version)."""
+        if not has_events:
+            self.live = LiveRows(version, {}, self.built_popularity)
+            return
+        days = ", days_before_user_end" if self.user_half_life_days > 0 else ""
+        rows = cursor.execute(
+            f"select user_id, item_key, strength, is_heavy{days} from live.user_item_strength "
+            "order by user_key, item_key"
+        ).fetchall()
+        keys = {
+            user_id: (count_history, has_history)
+            for user_id, count_history, has_history in cursor.execute(
+                "select user_id, count_history, has_history from live.user_keys"
+            ).fetchall()
+        }
+        grouped: dict[str, list] = {}
+        for row in rows:
+            grouped.setdefault(row[0], []).append(row[1:])
+        users = {}
+        for user_id, user_rows in grouped.items():
+            columns = list(zip(*user_rows))
+            users[user_id] = UserRows(
+                np.array(columns[0], dtype=np.int64),
+                np.array(columns[1], dtype=np.float64),
+                np.array(columns[2], dtype=bool),
+                np.array(columns[3], dtype=np.float64) if days else None,
+                int(keys[user_id][0]),
+                bool(keys[user_id][1]),
+            )
+        self.live = LiveRows(version, users, self._read_popularity(cursor, "live.item_popularity"))
+
+    # --- answers --------------------------------------------------------------------------
+
+    def user(self, user_id: str, live: LiveRows) -> UserRows | None:
+        """The user's rows, live ones first; None for a user without events."""
+        rows = live.users.get(user_id)
+        if rows is not None:
+            return rows
+        key = self.user_index.get(user_id)
+        if key is None:
+            return None
+        start, end = self.row_offsets[key], self.row_offsets[key + 1]
+        return UserRows(
+            self.row_item[start:end], self.row_strength[start:end], self.row_heavy[start:end],
+            self.row_days[start:end] if self.row_days is not None else None,
+            int(self.count_history[key]), bool(self.has_history[key]),
+        )
+
+    def user_known(self, user_id: str) -> bool:
+        return user_id in self.listed_users or user_id in self.user_index or user_id in self.live.users
+
+    def mask(self, genres: Filter = None, content_types: Filter = None) -> np.ndarray | None:
+        """Which item keys pass the filters (matches_filters; any of each set), None for no filter."""
+        wanted = (_wanted(genres), _wanted(content_types))
+        if wanted == (None, None):
+            return None
+        cached = self._masks.get(wanted)
+        if cached is not None:
+            return cached
+        mask = np.ones(self.size, dtype=bool)
+        mask[0] = False
+        for column, values in zip(("genre", "content_type"), wanted):
+            if values is None:
+                continue
+            code_of, codes = self._codes[column]
+            mask &= np.isin(codes, [code_of[value] for value in values if value in code_of])
+        if len(self._masks) < 256:
+            self._masks[wanted] = mask
+        return mask
+
+    def popular(self, k: int, genres: Filter = None, content_types: Filter = None) -> list[Pick]:
+        """The macro popular: the k most popular items passing the filters."""
+        popularity = self.live.popularity
+        mask = self.mask(genres, content_types)
+        order = popularity.by_rank if mask is None else popularity.by_rank[mask[popularity.by_rank]]
+        return [self._popular_pick(rank, key, popularity) for rank, key in enumerate(order[:k].tolist(), 1)]
+
+    def _popular_pick(self, rank: int, key: int, popularity: Popularity) -> Pick:
+        return Pick(
+            rank=rank, item_id=self.item_id[key], title=self.title[key], content_type=self.content_type[key],
+            genre=self.genre[key], score=float(popularity.score[key]), source="popular",
+            reason=popularity_reason(int(popularity.viewers[key])),
+        )
+
+    def recommend(
+        self, user_id: str, k: int, genres: Filter = None, content_types: Filter = None
+    ) -> tuple[list[Pick], bool, bool]:
+        """What Recommender.recommend answers from the macros: (picks, has_history, known)."""
+        live = self.live
+        popularity = live.popularity
+        mask = self.mask(genres, content_types)
+        user = self.user(user_id, live)
+        excluded = np.zeros(self.size, dtype=bool)
+        picks: list[Pick] = []
+        has_history = False
+        if user is not None:
+            # is_excluded: heavily watched, or watched at all unless resurface_light
+            excluded[user.item_keys if not self.resurface_light else user.item_keys[user.is_heavy]] = True
+            has_history = user.has_history
+            if has_history:
+                picks = self._personal(user, k, mask, excluded, popularity)
+        if len(picks) < k:
+            picks += self._fill(k, len(picks), mask, excluded, {pick.item_id for pick in picks}, popularity)
+        known = user is not None or user_id in self.listed_users
+        return picks, has_history, known
+
+    def _personal(self, user: UserRows, k: int, mask, excluded: np.ndarray, popularity: Popularity) -> list[Pick]:
+        """The macro recommend_personal."""
+        positive = user.strength > 0
+        history_keys = user.item_keys[positive]
+        strength = user.strength[positive]
+        starts = self.nb_offsets[history_keys]
+        counts = self.nb_offsets[history_keys + 1] - starts
+        total = int(counts.sum())
+        sums = counts_because = None
+        candidate = contribution = owner = None
+        if total:
+            owner = np.repeat(np.arange(len(history_keys)), counts)
+            index = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(total)
+            candidate = self.nb_key[index]
+            # contribution: strength x similarity x half_life_weight(days before the user's end)
+            contribution = strength[owner] * self.nb_sim[index]
+            if self.user_half_life_days > 0:  # else the weight is 1
+                days = user.days_before_user_end[positive]
+                contribution = contribution * np.power(0.5, days[owner] / self.user_half_life_days)
+            sums = np.bincount(candidate, weights=contribution, minlength=self.size)
+            counts_because = np.bincount(candidate, minlength=self.size)
+            neighbour_keys = np.flatnonzero(counts_because)
+        else:
+            neighbour_keys = np.zeros(0, dtype=np.int64)
+        count_history = user.count_history
+        if self.popularity_prior > 0 and count_history > 0:
+            order = popularity.by_rank
+            allowed = ~excluded[order] if mask is None else (mask[order] & ~excluded[order])
+            popular_keys = order[allowed][:k]
+            keys = np.union1d(neighbour_keys, popular_keys)
+        else:
+            keys = neighbour_keys
+        allowed = ~excluded[keys] if mask is None else (mask[keys] & ~excluded[keys])
+        keys = keys[allowed]
+        if not len(keys):
+            return []
+        personal = sums[keys] if sums is not None else np.zeros(len(keys))
+        top = float(personal.max())
+        if self.popularity_prior > 0 and count_history > 0:
+            # prior_score: popularity_prior / count_history * (top, or 1 when 0) * relative popularity
+            factor = self.popularity_prior / count_history * (top if top != 0 else 1.0)
+            prior = factor * popularity.relative_score[keys]
+        else:
+            prior = np.zeros(len(keys))
+        score = personal + prior
+        best = np.lexsort((keys, -score))[:k]  # score desc, then item_key
+        picks = []
+        for rank, position in enumerate(best.tolist(), 1):
+            key = int(keys[position])
+            own, from_popularity = float(personal[position]), float(prior[position])
+            if own > 0 and own >= from_popularity:  # pick_source
+                mine = np.flatnonzero(candidate == key)
+                because = int(history_keys[owner[mine[np.argmax(contribution[mine])]]])
+                source = "personalised"
+                reason = similarity_reason(self.title[because], int(counts_because[key]))
+            else:
+                source, reason = "popular", popularity_reason(int(popularity.viewers[key]))
+            picks.append(Pick(
+                rank=rank, item_id=self.item_id[key], title=self.title[key], content_type=self.content_type[key],
+                genre=self.genre[key], score=float(score[position]), reason=reason, source=source,
+            ))
+        return picks
+
+    def _fill(self, k: int, taken: int, mask, excluded: np.ndarray, shown: set, popularity: Popularity) -> list[Pick]:
+        """The popular fill of the macro recommend: items passing the filters, not excluded, not shown."""
+        order = popularity.by_rank
+        allowed = ~excluded[order] if mask is None else (mask[order] & ~excluded[order])
+        picks = []
+        for key in order[allowed][: k + taken].tolist():
+            if self.item_id[key] in shown:
+                continue
+            if taken + len(picks) >= k:
+                break
+            picks.append(self._popular_pick(taken + len(picks) + 1, key, popularity))
+        return picks
+
+
+class ServingState:
+    """The index of the model a Recommender has open, reloaded when a build swaps a new file in
+    and refreshed when the live overlay changes; answers keep coming from the old index meanwhile."""
+
+    def __init__(self):
+        self.index: ServingIndex | None = None
+        self._lock = threading.Lock()
+
+    def current(self, database, overlay) -> ServingIndex:
+        cursor = database.cursor()  # reopens a swapped file, takes in new live events
+        generation, version = database.generation, overlay.version
+        index = self.index
+        if index is not None and index.generation == generation and index.live.version == version:
+            return index
+        if index is not None and not self._lock.acquire(blocking=False):
+            return index  # another thread is loading or refreshing: answer from what is there
+        if index is None:
+            self._lock.acquire()
+        try:
+            index = self.index
+            if index is None or index.generation != generation:
+                index = ServingIndex(cursor, generation)
+            if index.live.version != overlay.version:
+                index.apply_live(cursor, overlay.version, overlay.events > 0)
+            self.index = index
+            return index
+        finally:
+            self._lock.release()
