@@ -155,8 +155,8 @@ class Recommender:
         if problems:
             raise InvalidEvents(problems)
         if good:
-            self.live.log.append(good)
-            self.live.sync()
+            start, end = self.live.log.append(good)
+            self.live.add_checked(good, start, end)
         return len(good)
 
     def ingest(self, path: Path) -> live.IngestReport:

@@ -188,26 +188,32 @@ class ServingIndex:
 
     # --- the live overlay ---------------------------------------------------------------
 
-    def apply_live(self, cursor, version: int, has_events: bool) -> None:
-        """Take in the overlay tables of sql/live_overlay.sql (version: LiveOverlay.version)."""
-        if not has_events:
+    def apply_live(self, cursor, overlay) -> None:
+        """Take in the overlay tables of sql/live_overlay.sql: the rows of the users that changed
+        since the last time, and popularity (overlay: the engine.live.LiveOverlay)."""
+        version = overlay.version
+        if not overlay.events:
             self.live = LiveRows(version, {}, self.built_popularity)
             return
+        changed = overlay.changed_since(self.live.version)
         days = ", days_before_user_end" if self.user_half_life_days > 0 else ""
         rows = cursor.execute(
             f"select user_id, item_key, strength, is_heavy{days} from live.user_item_strength "
-            "order by user_key, item_key"
+            "where user_id in (select unnest($ids::varchar[])) order by user_key, item_key",
+            {"ids": changed},
         ).fetchall()
         keys = {
             user_id: (count_history, has_history)
             for user_id, count_history, has_history in cursor.execute(
-                "select user_id, count_history, has_history from live.user_keys"
+                "select user_id, count_history, has_history from live.user_keys "
+                "where user_id in (select unnest($ids::varchar[]))",
+                {"ids": changed},
             ).fetchall()
         }
         grouped: dict[str, list] = {}
         for row in rows:
             grouped.setdefault(row[0], []).append(row[1:])
-        users = {}
+        users = dict(self.live.users)
         for user_id, user_rows in grouped.items():
             columns = list(zip(*user_rows))
             users[user_id] = UserRows(
@@ -395,7 +401,7 @@ class ServingState:
             if index is None or index.generation != generation:
                 index = ServingIndex(cursor, generation)
             if index.live.version != overlay.version:
-                index.apply_live(cursor, overlay.version, overlay.events > 0)
+                index.apply_live(cursor, overlay)
             self.index = index
             return index
         finally:

@@ -2,8 +2,11 @@
 -- the built model, until the next build folds them in. Not a build file: the
 -- engine runs it on a serving connection (engine/live.py) each time the live
 -- log grows, with recs.db attached read-only as recs and an in-memory
--- catalog live holding live.events (one row per checked event past what the
--- build folded, as sql/12_events.sql checks them). Temp views named
+-- catalog live (sql/live_tables.sql) holding live.events (one row per
+-- checked event past what the build folded, as sql/12_events.sql checks
+-- them), live.changed (the users of the latest batch) and the built keys
+-- and rows of those users. It recomputes the rows of the changed users and
+-- the popularity of every item. Temp views named
 -- user_item_strength, user_keys and item_popularity then stand in front of
 -- the built tables, so every serving macro of sql/50_serving.sql answers
 -- with the live events, unchanged.
@@ -15,8 +18,44 @@
 -- lengths, item neighbours, and the data's end that recency and trending
 -- count back from (a live event counts as at that end: 0 days before it).
 
+-- live.users: the users of the latest batch not seen before, with their
+-- built key or a new one after every key given so far (in user_id order).
+insert into live.users
+with fresh as (
+    select distinct changed.user_id
+    from live.changed as changed
+    anti join live.users as seen on seen.user_id = changed.user_id
+),
+
+keyed as (
+    select
+        fresh.user_id,
+        built.user_key as built_key
+    from fresh
+    left join live.built_keys as built on built.user_id = fresh.user_id
+),
+
+last_key as (
+    select greatest(
+        (select coalesce(max(user_key), 0) from recs.user_keys),
+        (select coalesce(max(user_key), 0) from live.users)
+    ) as user_key
+)
+
+select
+    keyed.user_id,
+    coalesce(
+        keyed.built_key,
+        last_key.user_key + row_number() over (partition by keyed.built_key is null order by keyed.user_id)
+    )::integer as user_key,
+    keyed.built_key is not null as is_built
+from keyed
+cross join last_key;
+
 -- live.pairs: one row per user and item with live events.
-create or replace table live.pairs as
+delete from live.pairs where user_id in (select user_id from live.changed);
+
+insert into live.pairs
 select
     events.user_id,
     events.item_id,
@@ -24,61 +63,42 @@ select
     sum(events.watch_seconds) as watch_seconds,
     max(events.watched_at) as last_watched_at
 from live.events as events
+where events.user_id in (select user_id from live.changed)
 group by events.user_id, events.item_id;
 
--- live.users: one row per user with live events: their built key, or a new
--- one after the built keys (in user_id order).
-create or replace table live.users as
-with touched as (
-    select distinct user_id from live.pairs
-),
-
-known as (
-    select
-        touched.user_id,
-        built.user_key
-    from touched
-    left join recs.user_keys as built on built.user_id = touched.user_id
-),
-
-last_key as (
-    select coalesce(max(user_key), 0) as user_key from recs.user_keys
-)
-
-select
-    known.user_id,
-    coalesce(
-        known.user_key,
-        last_key.user_key + row_number() over (partition by known.user_key is null order by known.user_id)
-    )::integer as user_key,
-    known.user_key is not null as is_built
-from known
-cross join last_key;
-
--- live.user_item_strength: every row of user_item_strength of each user with
--- live events, the built sums plus the live ones, through the rules of
+-- live.user_item_strength: every row of user_item_strength of each changed
+-- user, the built sums plus the live ones, through the rules of
 -- sql/05_rules.sql as sql/20_user_item_strength.sql applies them.
-create or replace table live.user_item_strength as
+delete from live.user_item_strength where user_id in (select user_id from live.changed);
+
+insert into live.user_item_strength
 with data_end as (
     select max(last_watched_at) as data_end_at from recs.user_item_strength
+),
+
+changed_users as (
+    select live_users.*
+    from live.users as live_users
+    semi join live.changed as changed on changed.user_id = live_users.user_id
 ),
 
 built_rows as (
     select
         built.user_key,
         built.item_key,
-        built.user_id,
-        built.item_id,
+        changed_users.user_id,
+        items.item_id,
         built.count_plays,
         built.watch_seconds,
         built.last_watched_at
-    from recs.user_item_strength as built
-    where built.user_key in (select user_key from live.users where is_built)
+    from live.built_rows as built
+    join changed_users on changed_users.user_key = built.user_key
+    join recs.items as items on items.item_key = built.item_key
 ),
 
 live_rows as (
     select
-        live_users.user_key,
+        changed_users.user_key,
         items.item_key,
         pairs.user_id,
         pairs.item_id,
@@ -86,7 +106,7 @@ live_rows as (
         pairs.watch_seconds,
         pairs.last_watched_at
     from live.pairs as pairs
-    join live.users as live_users on live_users.user_id = pairs.user_id
+    join changed_users on changed_users.user_id = pairs.user_id
     join recs.items as items on items.item_id = pairs.item_id
 ),
 
@@ -159,7 +179,9 @@ cross join recs.model_params as model_params
 order by strengths.user_key, strengths.item_key;
 
 -- live.user_keys: the user_keys row of each user with live events.
-create or replace table live.user_keys as
+delete from live.user_keys where user_id in (select user_id from live.changed);
+
+insert into live.user_keys
 select
     user_id,
     user_key,
@@ -167,10 +189,11 @@ select
     count(*) filter (where strength > 0) as count_history,
     bool_or(strength > 0) as has_history
 from live.user_item_strength
+where user_id in (select user_id from live.changed)
 group by user_id, user_key
 order by user_key;
 
--- live.item_popularity: item_popularity with the built parts of the users
+-- live.item_popularity: item_popularity with the built parts of every user
 -- with live events taken out and their live parts put in, ranked again as
 -- sql/30_item_popularity.sql ranks.
 create or replace table live.item_popularity as
@@ -181,9 +204,8 @@ with built_parts as (
         sum(built.count_plays) as count_plays,
         sum(built.watch_seconds) as watch_seconds,
         sum(popularity_part(built.base_strength, built.days_before_end, model_params.trending_half_life_days)) as score
-    from recs.user_item_strength as built
+    from live.built_rows as built
     cross join recs.model_params as model_params
-    where built.user_key in (select user_key from live.users where is_built)
     group by built.item_key
 ),
 
