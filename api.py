@@ -22,13 +22,16 @@ import hmac
 import ipaddress
 import logging
 import os
+import threading
+import time
+from datetime import datetime
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, AsyncIterator, Optional
 
 from fastapi import APIRouter, Depends, FastAPI, Path as PathParam, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -37,6 +40,8 @@ import engine
 from engine import config
 
 log = logging.getLogger("recs.api")
+access = logging.getLogger("recs.access")
+"""One line per request (method, path, status, ms), at info: `serve --log-level info`."""
 
 MAX_K = 1000
 """The largest k accepted: more is refused with 422, not silently capped."""
@@ -241,6 +246,41 @@ def health(recommender: RecommenderDep) -> dict:
 
 
 @router.get(
+    "/ready",
+    summary="Is the model loaded and answering?",
+    description="For readiness probes: 503 until the model is loaded (the serving index in memory) and "
+    "while the database cannot be opened; then 200 `{\"ready\": true}`. `/health` answers as soon as "
+    "the process runs.",
+    responses={200: {"content": {"application/json": {"example": {"ready": True}}}}, 503: UNAVAILABLE},
+    tags=["service"],
+)
+def ready(request: Request) -> JSONResponse:
+    recommender = getattr(request.app.state, "recommender", None)
+    if not request.app.state.ready or recommender is None:
+        return _error(503, "unavailable", "the model is still loading")
+    recommender.database.cursor()  # DatabaseMissing / DatabaseLocked: 503 through the engine's handler
+    return JSONResponse({"ready": True})
+
+
+# HEAD for probes that send it: the same answer without a body (not listed twice in the docs)
+router.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
+router.add_api_route("/ready", ready, methods=["HEAD"], include_in_schema=False)
+
+
+@router.get(
+    "/metrics",
+    summary="Counters for Prometheus",
+    description="Prometheus text format: requests and latency by endpoint, when the model was built, "
+    "its events and the live events since. Per process (each of `serve --workers` counts its own).",
+    response_class=PlainTextResponse,
+    tags=["service"],
+)
+def metrics(request: Request) -> PlainTextResponse:
+    recommender = getattr(request.app.state, "recommender", None)
+    return PlainTextResponse(request.app.state.metrics.text(recommender), media_type="text/plain; version=0.0.4")
+
+
+@router.get(
     "/popular",
     response_model=engine.PopularList,
     summary="The most popular items",
@@ -427,23 +467,123 @@ def create_app(
         serving = recommender
         if serving is None:
             # Building can take a while on big data: keep the event loop free meanwhile.
-            serving = await run_in_threadpool(engine.Recommender, config.db_path(db), config.data_dir(data_dir))
+            serving = await run_in_threadpool(
+                lambda: engine.Recommender(config.db_path(db), config.data_dir(data_dir), fast=config.serving_fast())
+            )
+            serving.writes = os.environ.get("RECS_READ_ONLY", "") != "1"
             if serving.build_report is not None:
                 log.info("built %s in %.1f s", serving.db, serving.build_report.seconds)
             if serving.stale is not None:
                 log.warning("answering from the model built at %s: %s", serving.stale_built_at, serving.stale)
         app.state.recommender = serving
+        if serving.fast:
+            await run_in_threadpool(serving.serving_index)  # loaded before the first request, not during it
+        app.state.ready = True
+        watcher = engine.serving.Watcher(serving, config.watch_seconds()) if config.watch_seconds() else None
+        if watcher is not None:
+            watcher.start()
         try:
             yield
         finally:
+            if watcher is not None:
+                watcher.stop()
             serving.close()
 
     app = FastAPI(title="recs: what to watch next", description=DESCRIPTION, version=engine.__version__, lifespan=lifespan)
     app.state.internal_errors = 0  # how often the catch-all 500 handler ran (tests assert 0)
     app.state.api_token = os.environ.get("RECS_API_TOKEN") or None
+    app.state.ready = False
+    app.state.metrics = Metrics()
     _add_error_handlers(app)
     app.include_router(router)
+    origins = [origin.strip() for origin in os.environ.get("RECS_CORS_ORIGINS", "").split(",") if origin.strip()]
+    if origins:  # off unless configured
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "HEAD"],
+                           allow_headers=["Authorization", "Content-Type"])
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            seconds = time.perf_counter() - started
+            route = request.scope.get("route")
+            endpoint = getattr(route, "path", None) or "unmatched"
+            app.state.metrics.observe(request.method, endpoint, status, seconds)
+            access.info("%s %s %d %.1f ms", request.method, request.url.path, status, seconds * 1000)
+
     return app
+
+
+class Metrics:
+    """Requests and latency by endpoint, for /metrics (Prometheus text format). Per process."""
+
+    BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.latency: dict[tuple[str, str], list] = {}  # [bucket counts..., sum, count]
+
+    def observe(self, method: str, endpoint: str, status: int, seconds: float) -> None:
+        with self._lock:
+            key = (method, endpoint, status)
+            self.requests[key] = self.requests.get(key, 0) + 1
+            series = self.latency.setdefault((method, endpoint), [0] * len(self.BUCKETS) + [0.0, 0])
+            for index, bound in enumerate(self.BUCKETS):
+                if seconds <= bound:
+                    series[index] += 1
+            series[-2] += seconds
+            series[-1] += 1
+
+    def text(self, recommender: engine.Recommender | None) -> str:
+        lines = [
+            "# HELP recs_requests_total HTTP requests answered, by method, endpoint and status.",
+            "# TYPE recs_requests_total counter",
+        ]
+        with self._lock:
+            for (method, endpoint, status), count in sorted(self.requests.items()):
+                lines.append(f'recs_requests_total{{method="{method}",endpoint="{endpoint}",status="{status}"}} {count}')
+            lines += [
+                "# HELP recs_request_seconds Time to answer, by method and endpoint.",
+                "# TYPE recs_request_seconds histogram",
+            ]
+            for (method, endpoint), series in sorted(self.latency.items()):
+                labels = f'method="{method}",endpoint="{endpoint}"'
+                for bound, count in zip(self.BUCKETS, series):
+                    lines.append(f'recs_request_seconds_bucket{{{labels},le="{bound}"}} {count}')
+                lines.append(f'recs_request_seconds_bucket{{{labels},le="+Inf"}} {series[-1]}')
+                lines.append(f"recs_request_seconds_sum{{{labels}}} {series[-2]:.6f}")
+                lines.append(f"recs_request_seconds_count{{{labels}}} {series[-1]}")
+        if recommender is not None:
+            try:
+                info = recommender.info()
+            except engine.RecsError:
+                info = None
+            if info is not None:
+                built = datetime.fromisoformat(info["built_at"]).timestamp() if info.get("built_at") else 0
+                lines += [
+                    "# HELP recs_model_built_at_seconds When the model being served was built (Unix time).",
+                    "# TYPE recs_model_built_at_seconds gauge",
+                    f"recs_model_built_at_seconds {built:.0f}",
+                    "# HELP recs_model_events Events in the built model.",
+                    "# TYPE recs_model_events gauge",
+                    f"recs_model_events {info['events']}",
+                    "# HELP recs_live_events Events accepted since the build (overlaid on it).",
+                    "# TYPE recs_live_events gauge",
+                    f"recs_live_events {info['live_events']}",
+                    "# HELP recs_model_stale 1 when the last rebuild failed and an older model answers.",
+                    "# TYPE recs_model_stale gauge",
+                    f"recs_model_stale {int(info['stale'])}",
+                ]
+        return "\n".join(lines) + "\n"
+
 
 
 # --- errors: always JSON, never a stack trace ----------------------------------------
@@ -532,15 +672,31 @@ def check_writes_allowed(host: str, writes: bool = True) -> None:
 
 def serve(
     recommender: engine.Recommender, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
-    writes: bool = True,
+    writes: bool = True, workers: int = 1,
 ) -> None:
-    """Serve the API over an open (already built) Recommender with uvicorn until interrupted."""
+    """Serve the API over an open (already built) Recommender with uvicorn until interrupted.
+
+    workers > 1 runs that many processes (uvicorn's), each opening the model on the
+    Recommender's paths; live events reach every one through the live log.
+    """
     import uvicorn
 
     check_writes_allowed(host, writes)
     recommender.writes = writes
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("recs").setLevel(log_level.upper())
+    if workers > 1:
+        os.environ.update({
+            "RECS_DB": str(recommender.db), "RECS_DATA_DIR": str(recommender.data_dir),
+            "RECS_SERVING": "index" if recommender.fast else "sql", "RECS_READ_ONLY": "" if writes else "1",
+        })
+        recommender.close()
+        uvicorn.run("api:app", host=host, port=port, log_level=log_level, workers=workers, access_log=False)
+        return
+    if recommender.fast:
+        recommender.serving_index()
 
-    uvicorn.run(create_app(recommender=recommender), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_app(recommender=recommender), host=host, port=port, log_level=log_level, access_log=False)
 
 
 app = create_app()

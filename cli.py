@@ -361,6 +361,15 @@ def serve(
     read_only: Annotated[
         bool, typer.Option("--read-only", help="Turn POST /events off (needed beyond loopback without RECS_API_TOKEN).")
     ] = False,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, max=64, help="Server processes, each with its own copy of the model in memory.")
+    ] = 1,
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="info logs one line per request: method, path, status, ms.")
+    ] = "warning",
+    serving: Annotated[
+        str, typer.Option("--serving", envvar="RECS_SERVING", help="index: answer from memory arrays; sql: from the SQL macros.")
+    ] = "index",
 ) -> None:
     """Serve the JSON web API (docs at /docs), building recs.db first if needed.
 
@@ -372,9 +381,14 @@ def serve(
     import api  # FastAPI and uvicorn are needed by this command only
 
     with reported_errors():
+        if serving not in ("index", "sql"):
+            raise engine.BadArgument(f"--serving must be index or sql, not {serving!r}")
+        if log_level.lower() not in ("critical", "error", "warning", "info", "debug"):
+            raise engine.BadArgument(f"--log-level must be one of critical, error, warning, info, debug, not {log_level!r}")
         api.check_writes_allowed(host, writes=not read_only)  # before a build that could take minutes
         recommender = open_recommender()  # builds recs.db when missing or stale, with the usual progress
-        api.serve(recommender, host, port, writes=not read_only)
+        recommender.fast = serving == "index"
+        api.serve(recommender, host, port, log_level=log_level.lower(), writes=not read_only, workers=workers)
 
 
 @app.command()

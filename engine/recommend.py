@@ -232,6 +232,13 @@ class Recommender:
             self.stale = self.stale_built_at = None  # a later build swapped a new model in
         return {**info, "stale": self.stale is not None, "stale_reason": self.stale}
 
+    def mark_stale(self, reason: str) -> None:
+        """A rebuild of the current files failed: answers go on from the model there is, and
+        info() says why until a new model is swapped in."""
+        last_good = built_state(self.db)
+        self.stale, self.stale_built_at = reason, last_good.built_at if last_good else None
+        self._stale_file = _identity(self.db)
+
     def load_issues(self, limit: int = 20) -> list[dict]:
         """The first load issues, by file and line."""
         return self.database.rows("select * from load_issues order by file, line limit $limit", {"limit": limit})

@@ -406,3 +406,79 @@ class ServingState:
             return index
         finally:
             self._lock.release()
+
+
+REBUILD = (
+    "import sys; from pathlib import Path; import engine\n"
+    "try:\n"
+    "    engine.ensure_built(Path(sys.argv[1]), Path(sys.argv[2]))\n"
+    "except engine.RecsError as error:\n"
+    "    sys.exit(str(error))\n"
+)
+"""What the watcher runs in a child process: a build beside the server, sharing none of its memory."""
+
+
+class Watcher(threading.Thread):
+    """A server's background rebuild: every interval seconds it checks the CSVs' (and SQL's)
+    fingerprint against the model's; when they differ it builds in a child process (the
+    server answers from the old model meanwhile), then loads the new one before the next
+    request needs it. A failed build marks the Recommender stale (one line) and is not
+    retried until the files change again."""
+
+    def __init__(self, recommender, interval: float):
+        super().__init__(daemon=True, name="recs-watcher")
+        self.recommender = recommender
+        self.interval = interval
+        self._halt = threading.Event()
+        self._failed: str | None = None
+        self.builds = 0
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def run(self) -> None:
+        import logging
+
+        log = logging.getLogger("recs.watcher")
+        while not self._halt.wait(self.interval):
+            try:
+                self.check()
+            except Exception as error:  # noqa: BLE001 - the server goes on; the reason is logged
+                log.warning("background rebuild check failed: %s", error)
+
+    def check(self) -> bool:
+        """Rebuild when the files changed; True when a new model was swapped in."""
+        import logging
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        from .build import built_state, fingerprint
+        from .errors import RecsError
+
+        recommender = self.recommender
+        try:
+            wanted = fingerprint(recommender.data_dir)
+        except RecsError as error:
+            recommender.mark_stale(str(error))
+            return False
+        state = built_state(recommender.db)
+        if state is not None and state.fingerprint == wanted or wanted == self._failed:
+            return False
+        logging.getLogger("recs.watcher").info("the data changed: rebuilding %s in the background", recommender.db)
+        result = subprocess.run(
+            [sys.executable, "-c", REBUILD, str(recommender.db), str(recommender.data_dir)],
+            cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
+        )
+        if result.returncode != 0:
+            self._failed = wanted
+            reason = (result.stderr.strip().splitlines() or ["the build failed"])[-1]
+            recommender.mark_stale(reason)
+            logging.getLogger("recs.watcher").warning("background rebuild failed: %s", reason)
+            return False
+        self.builds += 1
+        if recommender.fast:
+            recommender.serving_index()  # load the new model now, not in a request
+        else:
+            recommender.database.cursor()
+        return True
