@@ -132,9 +132,9 @@ class ServingIndex:
             order by item_key, position
             """
         ).fetchnumpy()
-        owner = neighbours["item_key"].astype(np.int64)
-        self.nb_key = neighbours["neighbor_key"].astype(np.int64)
-        self.nb_sim = neighbours["similarity"].astype(np.float64)
+        owner = np.asarray(neighbours["item_key"])
+        self.nb_key = np.asarray(neighbours["neighbor_key"]).astype(np.int32, copy=False)
+        self.nb_sim = np.asarray(neighbours["similarity"]).astype(np.float64, copy=False)
         self.nb_offsets = np.searchsorted(owner, np.arange(size + 1)).astype(np.int64)
 
         self._load_users(cursor)
@@ -157,15 +157,15 @@ class ServingIndex:
         rows = cursor.execute(
             f"select user_key, item_key, strength, is_heavy{days} from recs.main.user_item_strength"
         ).fetchnumpy()
-        owner = rows["user_key"].astype(np.int64)
-        if len(owner) and np.any(np.diff(owner) < 0):  # stored sorted by user_key, item_key; just in case
+        owner = np.asarray(rows["user_key"])
+        if len(owner) and bool((owner[1:] < owner[:-1]).any()):  # stored sorted by user_key, item_key; just in case
             order = np.lexsort((rows["item_key"], owner))
             rows = {name: np.asarray(values)[order] for name, values in rows.items()}
             owner = owner[order]
-        self.row_item = np.asarray(rows["item_key"]).astype(np.int64)
-        self.row_strength = np.asarray(rows["strength"]).astype(np.float64)
-        self.row_heavy = np.asarray(rows["is_heavy"]).astype(bool)
-        self.row_days = np.asarray(rows["days_before_user_end"]).astype(np.float64) if days else None
+        self.row_item = np.asarray(rows["item_key"]).astype(np.int32, copy=False)
+        self.row_strength = np.asarray(rows["strength"]).astype(np.float64, copy=False)
+        self.row_heavy = np.asarray(rows["is_heavy"]).astype(bool, copy=False)
+        self.row_days = np.asarray(rows["days_before_user_end"]).astype(np.float64, copy=False) if days else None
         self.row_offsets = np.searchsorted(owner, np.arange(max_key + 2)).astype(np.int64)
         self.listed_users = set(
             row[0] for row in cursor.execute("select user_id from recs.main.users").fetchall()
