@@ -204,9 +204,17 @@ USER_QUERY = Query(
 router = APIRouter()
 
 
-def get_recommender(request: Request) -> engine.Recommender:
-    """The app's one Recommender (made in the lifespan handler)."""
+async def get_recommender(request: Request) -> engine.Recommender:
+    """The app's one Recommender (made in the lifespan handler); async: no thread needed."""
     return request.app.state.recommender
+
+
+async def _from_memory_or_thread(recommender: engine.Recommender, ask):
+    """ask() on the event loop when the serving index answers from memory (microseconds), else
+    (a file or live events to take in first, or the SQL macros) in the threadpool."""
+    if recommender.serving_current():
+        return ask()
+    return await run_in_threadpool(ask)
 
 
 RecommenderDep = Annotated[engine.Recommender, Depends(get_recommender)]
@@ -289,13 +297,15 @@ def metrics(request: Request) -> PlainTextResponse:
     responses={200: _ok("popular"), 422: BAD_FILTER},
     tags=["recommendations"],
 )
-def popular(
+async def popular(
     recommender: RecommenderDep,
     k: Annotated[int, K_QUERY] = 10,
     genre: Annotated[Optional[str], GENRE_QUERY] = None,
     content_type: Annotated[Optional[str], CONTENT_TYPE_QUERY] = None,
 ) -> JSONResponse:
-    return _answer(recommender.popular(k, _blank_to_none(genre), _blank_to_none(content_type)))
+    return await _from_memory_or_thread(
+        recommender, lambda: _answer(recommender.popular(k, _blank_to_none(genre), _blank_to_none(content_type)))
+    )
 
 
 @router.get(
@@ -309,14 +319,17 @@ def popular(
     responses={200: _ok("recommendations"), 422: BAD_K},
     tags=["recommendations"],
 )
-def recommendations(
+async def recommendations(
     recommender: RecommenderDep,
     user_id: Annotated[str, USER_QUERY],
     k: Annotated[int, K_QUERY] = 10,
     genre: Annotated[Optional[str], GENRE_QUERY] = None,
     content_type: Annotated[Optional[str], CONTENT_TYPE_QUERY] = None,
 ) -> JSONResponse:
-    return _answer(recommender.recommend(user_id, k, _blank_to_none(genre), _blank_to_none(content_type)))
+    return await _from_memory_or_thread(
+        recommender,
+        lambda: _answer(recommender.recommend(user_id, k, _blank_to_none(genre), _blank_to_none(content_type))),
+    )
 
 
 @router.get(
@@ -503,22 +516,37 @@ def create_app(
         app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "HEAD"],
                            allow_headers=["Authorization", "Content-Type"])
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next):
+    app.add_middleware(Measured, metrics=app.state.metrics)
+    return app
+
+
+class Measured:
+    """Plain ASGI middleware (cheaper than Starlette's BaseHTTPMiddleware): each request's
+    status and time into the metrics, and one log line per request at info."""
+
+    def __init__(self, app, metrics: "Metrics"):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
         started = time.perf_counter()
-        status = 500
+        status = [500]
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
         try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
+            await self.app(scope, receive, sending)
         finally:
             seconds = time.perf_counter() - started
-            route = request.scope.get("route")
+            route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
-            app.state.metrics.observe(request.method, endpoint, status, seconds)
-            access.info("%s %s %d %.1f ms", request.method, request.url.path, status, seconds * 1000)
-
-    return app
+            self.metrics.observe(scope["method"], endpoint, status[0], seconds)
+            if access.isEnabledFor(logging.INFO):
+                access.info("%s %s %d %.1f ms", scope["method"], scope["path"], status[0], seconds * 1000)
 
 
 class Metrics:

@@ -137,6 +137,14 @@ class ReadOnlyDatabase:
             self.overlay.prepare(local.cursor, local)
         return local.cursor
 
+    def is_current(self) -> bool:
+        """Whether the open instance is of the file at path now (no swap since)."""
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return False
+        return self._instance is not None and (stat.st_ino, stat.st_mtime_ns) == self._opened
+
     def rows(self, query: str, params: dict | None = None) -> list[dict]:
         """Run one query with bound parameters; each row as a dict of column name to value."""
         result = self.cursor().execute(query, params or {})

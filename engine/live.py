@@ -500,6 +500,10 @@ class LiveOverlay:
             )
             cursor.execute(f"insert into live.built_rows {branches}")
 
+    def is_current(self) -> bool:
+        """Whether nothing was committed to the log since the last sync()."""
+        return self._instance is not None and self.log.stamp() == self._stamp
+
     def changed_since(self, version: int) -> list[str]:
         """The users whose overlay rows changed after version."""
         return [user_id for user_id, changed in self.user_versions.items() if changed > version]

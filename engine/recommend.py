@@ -146,6 +146,15 @@ class Recommender:
         """The in-memory index of the open model with the live events (loaded on first use)."""
         return self._serving.current(self.database, self.live)
 
+    def serving_current(self) -> bool:
+        """Whether recommend and popular answer from memory now, with no file to open and no live
+        events to take in first (two stats): a server may then answer without a thread."""
+        index = self._serving.index
+        return (
+            self.fast and index is not None and self.database.is_current() and self.live.is_current()
+            and index.generation == self.database.generation and index.live.version == self.live.version
+        )
+
     def add_events(self, events: list[dict]) -> int:
         """Check a batch of events (dicts with the columns of events.csv) by the loader's rules and
         append it to the live log, durably; all or nothing. Returns how many were accepted;
