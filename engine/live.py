@@ -373,7 +373,7 @@ class LiveOverlay:
             self.events = self.skipped = 0
             self.user_versions = {}
             self.version += 1
-        self.sync()
+        self.sync(wait=True)
 
     def _folded(self, instance: duckdb.DuckDBPyConnection) -> int:
         """Where the build of this model stopped reading the log (0: from the start)."""
@@ -390,12 +390,18 @@ class LiveOverlay:
             return 0  # another log than the one the build read: all of it is new to this model
         return folded
 
-    def sync(self) -> bool:
-        """Take in what was committed to the log since the last look; True when the overlay changed."""
+    def sync(self, wait: bool = False) -> bool:
+        """Take in what was committed to the log since the last look; True when the overlay changed.
+
+        When another thread is taking events in already, returns at once (unless wait): a
+        reader answers from the overlay as it is, a few milliseconds old, instead of queueing.
+        """
         stamp = self.log.stamp()
         if stamp == self._stamp or self._instance is None:
             return False
-        with self._lock:
+        if not self._lock.acquire(blocking=wait):
+            return False
+        try:
             if stamp == self._stamp:
                 return False
             end = self.log.committed()
@@ -415,6 +421,8 @@ class LiveOverlay:
             self.consumed = max(self.consumed, end)
             self._stamp = stamp
             return bool(rows)
+        finally:
+            self._lock.release()
 
     def add_checked(self, good: list[tuple], start: int, end: int) -> None:
         """Take in rows this process checked and appended at [start, end) of the log without
@@ -433,7 +441,7 @@ class LiveOverlay:
                 if self.log.committed() == end:
                     self._stamp = stamp
                 return
-        self.sync()
+        self.sync(wait=True)
 
     def _take_in(self, cursor: duckdb.DuckDBPyConnection, good: list[tuple]) -> None:
         """Add checked events to live.events and recompute the overlay for their users."""

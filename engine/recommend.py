@@ -166,6 +166,8 @@ class Recommender:
         if good:
             start, end = self.live.log.append(good)
             self.live.add_checked(good, start, end)
+            if self.fast:
+                self.serving_index()  # the index takes them in here, not in the next reader's request
         return len(good)
 
     def ingest(self, path: Path) -> live.IngestReport:
@@ -173,7 +175,7 @@ class Recommender:
         bad rows are reported by line, as a build reports events.csv."""
         self.database.cursor()  # the usual checks: the file exists and is not locked
         report = live.ingest(self.db, Path(path))
-        self.live.sync()
+        self.live.sync(wait=True)
         return report
 
     def user_known(self, user_id: str) -> bool:
