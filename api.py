@@ -492,7 +492,10 @@ def create_app(
         if serving.fast:
             await run_in_threadpool(serving.serving_index)  # loaded before the first request, not during it
         app.state.ready = True
-        watcher = engine.serving.Watcher(serving, config.watch_seconds()) if config.watch_seconds() else None
+        watcher = (
+            engine.serving.Watcher(serving, config.watch_seconds(), config.fold_seconds())
+            if config.watch_seconds() else None
+        )
         if watcher is not None:
             watcher.start()
         try:

@@ -54,6 +54,21 @@ def watch_seconds() -> float:
     return seconds
 
 
+def fold_seconds() -> float:
+    """How long live events may wait before a server rebuilds to fold them in (and refresh the
+    item neighbours): $RECS_FOLD_SECONDS, default 3600; 0 = only at builds run otherwise."""
+    value = os.environ.get("RECS_FOLD_SECONDS", "").strip()
+    if not value:
+        return 3600.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1
+    if not seconds >= 0:
+        raise BadArgument(f"RECS_FOLD_SECONDS must be a number of seconds (0 = off), not {value!r}")
+    return seconds
+
+
 def memory_limit() -> str | None:
     """DuckDB's memory limit for builds, from $RECS_MEMORY_LIMIT (e.g. 4GB); None = DuckDB's default (80% of RAM).
 

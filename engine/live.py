@@ -24,6 +24,7 @@ import hashlib
 import io
 import os
 import threading
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -357,6 +358,7 @@ class LiveOverlay:
         """Bumped each time the overlay tables change."""
         self.user_versions: dict[str, int] = {}
         """Each user with live events, and the version at which their rows last changed."""
+        self._first_at: float | None = None
 
     def attach(self, instance: duckdb.DuckDBPyConnection) -> None:
         """Start over on a newly opened model: read the log past what its build folded."""
@@ -479,6 +481,8 @@ class LiveOverlay:
                 )
                 self._copy_built_rows(cursor, [int(row[1]) for row in keys])
         sqlfiles.run_file(cursor, OVERLAY_SQL)
+        if not self.events:
+            self._first_at = time.monotonic()
         self.events += len(good)
         self.version += 1
         for user_id in changed:
@@ -507,6 +511,12 @@ class LiveOverlay:
                 for key in keys[start:start + 50]
             )
             cursor.execute(f"insert into live.built_rows {branches}")
+
+    def waiting_seconds(self) -> float | None:
+        """How long the oldest live event of the overlay has waited for a build (None: none waits)."""
+        if not self.events or self._first_at is None:
+            return None
+        return time.monotonic() - self._first_at
 
     def is_current(self) -> bool:
         """Whether nothing was committed to the log since the last sync()."""

@@ -411,7 +411,10 @@ class ServingState:
 REBUILD = (
     "import sys; from pathlib import Path; import engine\n"
     "try:\n"
-    "    engine.ensure_built(Path(sys.argv[1]), Path(sys.argv[2]))\n"
+    "    if sys.argv[3] == 'fold':\n"
+    "        engine.build(Path(sys.argv[1]), Path(sys.argv[2]))\n"
+    "    else:\n"
+    "        engine.ensure_built(Path(sys.argv[1]), Path(sys.argv[2]))\n"
     "except engine.RecsError as error:\n"
     "    sys.exit(str(error))\n"
 )
@@ -425,10 +428,12 @@ class Watcher(threading.Thread):
     request needs it. A failed build marks the Recommender stale (one line) and is not
     retried until the files change again."""
 
-    def __init__(self, recommender, interval: float):
+    def __init__(self, recommender, interval: float, fold_after: float = 0.0):
         super().__init__(daemon=True, name="recs-watcher")
         self.recommender = recommender
         self.interval = interval
+        self.fold_after = fold_after
+        """Also rebuild (folding the live events in) once live events have waited this long; 0 = never."""
         self._halt = threading.Event()
         self._failed: str | None = None
         self.builds = 0
@@ -463,11 +468,14 @@ class Watcher(threading.Thread):
             recommender.mark_stale(str(error))
             return False
         state = built_state(recommender.db)
-        if state is not None and state.fingerprint == wanted or wanted == self._failed:
+        waited = recommender.live.waiting_seconds()
+        fold = bool(self.fold_after) and waited is not None and waited >= self.fold_after
+        if not fold and (state is not None and state.fingerprint == wanted or wanted == self._failed):
             return False
-        logging.getLogger("recs.watcher").info("the data changed: rebuilding %s in the background", recommender.db)
+        why = f"live events waited {waited:.0f} s" if fold else "the data changed"
+        logging.getLogger("recs.watcher").info("%s: rebuilding %s in the background", why, recommender.db)
         result = subprocess.run(
-            [sys.executable, "-c", REBUILD, str(recommender.db), str(recommender.data_dir)],
+            [sys.executable, "-c", REBUILD, str(recommender.db), str(recommender.data_dir), "fold" if fold else "fresh"],
             cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
         )
         if result.returncode != 0:

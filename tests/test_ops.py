@@ -142,6 +142,21 @@ def test_a_failed_background_rebuild_marks_the_service_stale(built, tiny_dir, mo
         assert test_client.get("/popular").status_code == 200  # the last good model answers
 
 
+def test_live_events_that_waited_long_enough_are_folded_in_by_a_background_build(built, tiny_dir, monkeypatch):
+    monkeypatch.setenv("RECS_WATCH_SECONDS", "0.2")
+    monkeypatch.setenv("RECS_FOLD_SECONDS", "0.5")
+    with TestClient(api.create_app(built, tiny_dir)) as test_client:
+        event = {"user_id": "u3", "item_id": "i2", "event_type": "play", "watch_seconds": 700,
+                 "timestamp": "2024-01-09T00:00:00Z"}
+        assert test_client.post("/events", json={"events": [event]}).json() == {"accepted": 1}
+        assert test_client.get("/health").json()["live_events"] == 1
+        health = wait_for(lambda: (lambda body: body if body["live_events"] == 0 else None)(
+            test_client.get("/health").json()))
+        assert health["rows"]["events"] == 6  # in the model now, counted once
+        assert [row["count_plays"] for row in test_client.get("/users/u3/history").json()["items"]
+                if row["item_id"] == "i2"] == [1]
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
