@@ -682,6 +682,14 @@ def _add_error_handlers(app: FastAPI) -> None:
 # --- running it -----------------------------------------------------------------------
 
 
+def configure_logging() -> None:
+    """Our loggers at $RECS_LOG_LEVEL (set by serve), on stderr with a time stamp."""
+    level = os.environ.get("RECS_LOG_LEVEL", "").upper()
+    if level:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("recs").setLevel(level)
+
+
 def is_loopback(host: str) -> bool:
     """Whether host is this machine only (127.0.0.0/8, ::1, localhost)."""
     if host.lower() == "localhost":
@@ -714,8 +722,8 @@ def serve(
 
     check_writes_allowed(host, writes)
     recommender.writes = writes
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("recs").setLevel(log_level.upper())
+    os.environ["RECS_LOG_LEVEL"] = log_level  # for each worker process too
+    configure_logging()
     if workers > 1:
         os.environ.update({
             "RECS_DB": str(recommender.db), "RECS_DATA_DIR": str(recommender.data_dir),
@@ -730,6 +738,7 @@ def serve(
     uvicorn.run(create_app(recommender=recommender), host=host, port=port, log_level=log_level, access_log=False)
 
 
+configure_logging()
 app = create_app()
 """For `uvicorn api:app`: paths from $RECS_DB and $RECS_DATA_DIR, read at startup."""
 

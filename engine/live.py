@@ -23,6 +23,7 @@ import fcntl
 import hashlib
 import io
 import os
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -302,8 +303,6 @@ def check_file(db: Path, path: Path) -> tuple[list[tuple], list[dict]]:
         for schema in sqlfiles.build_files(layer="schema"):
             sqlfiles.run_file(con, schema)
         con.execute("create temp view items as select * from recs.items")
-        import tempfile
-
         with tempfile.TemporaryDirectory(prefix="recs-ingest-") as scratch:
             read = load.stage(con, path, spec, Path(scratch))
             con.execute(CHECK_EVENTS)
