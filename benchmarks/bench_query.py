@@ -27,6 +27,8 @@ one bench_build.py builds for the same data, so a build is shared):
   median and min wall seconds. PYTHONDONTWRITEBYTECODE is removed from the
   child's environment (a user's machine writes bytecode caches). Whether pandas
   is importable is reported: duckdb's import cost depends on it.
+* --check N: before timing, the index's answers against the macros' for the
+  first N sample users with each filter, and popular (exit 1 on a difference).
 * --serving index|sql|both (default both): the above through the SQL macros
   (Recommender(db), what a one-shot command does) and through the in-memory
   serving index (Recommender(db, fast=True), what the web API does), in the
@@ -221,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="use --db as it is when it exists, even if older than the SQL or the data "
                         "(the serving queries are the ones stored in it at its build)")
     parser.add_argument("--cli-only", action="store_true", help="only the one-shot CLI measurement (no data needed)")
+    parser.add_argument("--check", type=int, default=0, metavar="N",
+                        help="first compare the index's answers with the macros' for N sample users, "
+                        "each filter (exits 1 on a difference)")
     parser.add_argument("--serving", choices=["index", "sql", "both"], default="both",
                         help="answer from the in-memory serving index, the SQL macros, or both (default)")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
@@ -267,6 +272,15 @@ def main(argv: list[str] | None = None) -> int:
         "sample": {"users": len(users), "heaviest": len(heaviest), "unknown": len(unknown),
                    "heaviest_history_rows": heaviest_rows, "seed": args.seed},
     }
+    if args.check:
+        figures["check"] = check_index(recommender, engine.Recommender(db, data_dir, auto_build=False, fast=True),
+                                       users[: args.check])
+        check = figures["check"]
+        print(f"index against the macros: {check['same']:,} of {check['answers']:,} answers equal "
+              f"({check['live_events']:,} live events overlaid)", file=sys.stderr)
+        if check["same"] != check["answers"]:
+            print(f"first difference: {check['first_difference']}", file=sys.stderr)
+            return 1
     if args.serving in ("sql", "both"):
         figures["recommend_ms"] = bench_recommend(recommender, users, heaviest, warmup, args.reps, args.seed,
                                                    args.budget_seconds)
@@ -298,6 +312,22 @@ def main(argv: list[str] | None = None) -> int:
     print_summary(figures)
     common.write_json(args.json, figures)
     return 0
+
+
+def check_index(slow, fast, users: list[str]) -> dict:
+    """Whether the serving index answers exactly what the SQL macros answer (to_dict), for these
+    users with each filter, and popular with each filter."""
+    answers = same = 0
+    first = None
+    for filters in FILTERS.values():
+        pairs = [(slow.recommend(u, k=10, **filters).to_dict(), fast.recommend(u, k=10, **filters).to_dict()) for u in users]
+        pairs.append((slow.popular(k=10, **filters).to_dict(), fast.popular(k=10, **filters).to_dict()))
+        for expected, got in pairs:
+            answers += 1
+            same += expected == got
+            if expected != got and first is None:
+                first = {"filters": filters, "macros": expected, "index": got}
+    return {"answers": answers, "same": same, "live_events": slow.info()["live_events"], "first_difference": first}
 
 
 def resident_mb() -> float:
