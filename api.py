@@ -257,8 +257,8 @@ def health(recommender: RecommenderDep) -> dict:
     "/ready",
     summary="Is the model loaded and answering?",
     description="For readiness probes: 503 until the model is loaded (the serving index in memory) and "
-    "while the database cannot be opened; then 200 `{\"ready\": true}`. `/health` answers as soon as "
-    "the process runs.",
+    "while the database cannot be opened; then 200 `{\"ready\": true}`. `/health` says which model "
+    "answers and how many live events are overlaid on it.",
     responses={200: {"content": {"application/json": {"example": {"ready": True}}}}, 503: UNAVAILABLE},
     tags=["service"],
 )
