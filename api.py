@@ -18,15 +18,20 @@ in the response) for anything unexpected. See docs/api.md.
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import logging
 import os
+import threading
+import time
+from datetime import datetime
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, AsyncIterator, Optional
 
 from fastapi import APIRouter, Depends, FastAPI, Path as PathParam, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -35,6 +40,8 @@ import engine
 from engine import config
 
 log = logging.getLogger("recs.api")
+access = logging.getLogger("recs.access")
+"""One line per request (method, path, status, ms), at info: `serve --log-level info`."""
 
 MAX_K = 1000
 """The largest k accepted: more is refused with 422, not silently capped."""
@@ -73,6 +80,7 @@ class HealthResponse(BaseModel):
         False, description="true when the last rebuild failed and the service answers from the model built at built_at."
     )
     stale_reason: Optional[str] = Field(None, description="Why that rebuild failed (one line); null when not stale.")
+    live_events: int = Field(0, description="Events accepted since the build (POST /events, ingest), overlaid on it.")
 
 
 class ErrorResponse(BaseModel):
@@ -93,7 +101,7 @@ EXAMPLES = {
     "health": {
         "status": "ok", "built_at": "2026-11-26T12:05:47+00:00",
         "rows": {"users": 3, "items": 4, "events": 5}, "duckdb_version": "1.5.6",
-        "stale": False, "stale_reason": None,
+        "stale": False, "stale_reason": None, "live_events": 0,
     },
     "popular": {
         "k": 2,
@@ -205,9 +213,17 @@ USER_QUERY = Query(
 router = APIRouter()
 
 
-def get_recommender(request: Request) -> engine.Recommender:
-    """The app's one Recommender (made in the lifespan handler)."""
+async def get_recommender(request: Request) -> engine.Recommender:
+    """The app's one Recommender (made in the lifespan handler); async: no thread needed."""
     return request.app.state.recommender
+
+
+async def _from_memory_or_thread(recommender: engine.Recommender, ask):
+    """ask() on the event loop when the serving index answers from memory (microseconds), else
+    (a file or live events to take in first, or the SQL macros) in the threadpool."""
+    if recommender.serving_current():
+        return ask()
+    return await run_in_threadpool(ask)
 
 
 RecommenderDep = Annotated[engine.Recommender, Depends(get_recommender)]
@@ -244,7 +260,43 @@ def health(recommender: RecommenderDep) -> dict:
         "rows": {name: rows[name] for name in ("users", "items", "events")},
         "stale": rows["stale"],
         "stale_reason": rows["stale_reason"],
+        "live_events": rows["live_events"],
     }
+
+
+@router.get(
+    "/ready",
+    summary="Is the model loaded and answering?",
+    description="For readiness probes: 503 until the model is loaded (the serving index in memory) and "
+    "while the database cannot be opened; then 200 `{\"ready\": true}`. `/health` says which model "
+    "answers and how many live events are overlaid on it.",
+    responses={200: {"content": {"application/json": {"example": {"ready": True}}}}, 503: UNAVAILABLE},
+    tags=["service"],
+)
+def ready(request: Request) -> JSONResponse:
+    recommender = getattr(request.app.state, "recommender", None)
+    if not request.app.state.ready or recommender is None:
+        return _error(503, "unavailable", "the model is still loading")
+    recommender.database.cursor()  # DatabaseMissing / DatabaseLocked: 503 through the engine's handler
+    return JSONResponse({"ready": True})
+
+
+# HEAD for probes that send it: the same answer without a body (not listed twice in the docs)
+router.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)
+router.add_api_route("/ready", ready, methods=["HEAD"], include_in_schema=False)
+
+
+@router.get(
+    "/metrics",
+    summary="Counters for Prometheus",
+    description="Prometheus text format: requests and latency by endpoint, when the model was built, "
+    "its events and the live events since. Per process (each of `serve --workers` counts its own).",
+    response_class=PlainTextResponse,
+    tags=["service"],
+)
+def metrics(request: Request) -> PlainTextResponse:
+    recommender = getattr(request.app.state, "recommender", None)
+    return PlainTextResponse(request.app.state.metrics.text(recommender), media_type="text/plain; version=0.0.4")
 
 
 @router.get(
@@ -256,7 +308,7 @@ def health(recommender: RecommenderDep) -> dict:
     responses={200: _ok("popular"), 422: BAD_FILTER},
     tags=["recommendations"],
 )
-def popular(
+async def popular(
     recommender: RecommenderDep,
     k: Annotated[int, K_QUERY] = 10,
     genre: Annotated[Optional[list[str]], GENRE_QUERY] = None,
@@ -264,7 +316,10 @@ def popular(
     exclude: Annotated[Optional[list[str]], EXCLUDE_QUERY] = None,
     offset: Annotated[int, OFFSET_QUERY] = 0,
 ) -> JSONResponse:
-    return _answer(recommender.popular(k, _values(genre), _values(content_type), _values(exclude), offset))
+    return await _from_memory_or_thread(
+        recommender,
+        lambda: _answer(recommender.popular(k, _values(genre), _values(content_type), _values(exclude), offset)),
+    )
 
 
 @router.get(
@@ -278,7 +333,7 @@ def popular(
     responses={200: _ok("recommendations"), 422: BAD_K},
     tags=["recommendations"],
 )
-def recommendations(
+async def recommendations(
     recommender: RecommenderDep,
     user_id: Annotated[str, USER_QUERY],
     k: Annotated[int, K_QUERY] = 10,
@@ -287,8 +342,11 @@ def recommendations(
     exclude: Annotated[Optional[list[str]], EXCLUDE_QUERY] = None,
     offset: Annotated[int, OFFSET_QUERY] = 0,
 ) -> JSONResponse:
-    return _answer(
-        recommender.recommend(user_id, k, _values(genre), _values(content_type), _values(exclude), offset)
+    return await _from_memory_or_thread(
+        recommender,
+        lambda: _answer(
+            recommender.recommend(user_id, k, _values(genre), _values(content_type), _values(exclude), offset)
+        ),
     )
 
 
@@ -363,6 +421,83 @@ def similar(
     return _answer(recommender.similar(item_id, k))
 
 
+# --- live events in ---------------------------------------------------------------
+
+
+class EventsBody(BaseModel):
+    events: list[Any] = Field(
+        max_length=engine.live.MAX_BATCH,
+        description=f"Up to {engine.live.MAX_BATCH:,} events, each with the columns of events.csv: user_id, "
+        "item_id, event_type, watch_seconds, timestamp (ISO 8601; Z or an offset, else UTC).",
+    )
+
+
+class AcceptedResponse(BaseModel):
+    accepted: int = Field(description="How many events were appended to the live log (the whole batch).")
+
+
+EVENTS_EXAMPLE = {
+    "events": [
+        {"user_id": "u1", "item_id": "i3", "event_type": "play", "watch_seconds": 1800,
+         "timestamp": "2026-12-01T10:00:00Z"},
+    ]
+}
+BAD_EVENTS = {
+    "model": ValidationErrorResponse,
+    "description": "Some events are invalid; none of the batch was kept.",
+    "content": {"application/json": {"example": {
+        "error": "invalid_events",
+        "message": "1 invalid event(s), none of the batch was kept: event 0, item_id: item_id 'i9' is not in items.csv",
+        "details": [{"index": 0, "field": "item_id", "problem": "item_id 'i9' is not in items.csv"}],
+    }}},
+}
+UNAUTHORIZED = _error_example("unauthorized", "POST /events needs the header Authorization: Bearer <RECS_API_TOKEN>")
+
+
+def check_write_token(request: Request) -> None:
+    """With RECS_API_TOKEN set (read when the app was made), writes need it as a Bearer token."""
+    token = request.app.state.api_token
+    if not token:
+        return
+    given = request.headers.get("authorization", "")
+    scheme, _, value = given.partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+        raise Unauthorized()
+
+
+class Unauthorized(Exception):
+    """A write without the API token."""
+
+
+@router.post(
+    "/events",
+    response_model=AcceptedResponse,
+    summary="Add watch events, live",
+    description="Appends a batch of events to the live log, durably (written and fsynced before the "
+    "200), checked by the rules events.csv is loaded with. A batch with any invalid event is refused "
+    "whole (422, `details` names each bad event's index, field and problem): retry the whole batch. "
+    "Unknown items are invalid; unknown users are fine (new users arrive this way). The events count "
+    "at once: the user's history, exclusions, personal scores and popularity; item neighbours at the "
+    "next build. With `RECS_API_TOKEN` set, needs `Authorization: Bearer <token>` (401 otherwise).",
+    responses={200: {"content": {"application/json": {"example": {"accepted": 1}}}}, 401: UNAUTHORIZED,
+               422: BAD_EVENTS},
+    tags=["events"],
+    openapi_extra={"requestBody": {"content": {"application/json": {"example": EVENTS_EXAMPLE}}}},
+)
+def post_events(recommender: RecommenderDep, body: EventsBody, _: Annotated[None, Depends(check_write_token)]) -> JSONResponse:
+    if not recommender_writes(recommender):
+        return _error(403, "read_only", "this server was started with --read-only: POST /events is off")
+    try:
+        accepted = recommender.add_events(body.events)
+    except engine.InvalidEvents as error:
+        return _error(422, "invalid_events", str(error), details=[problem.to_dict() for problem in error.problems])
+    return JSONResponse({"accepted": accepted})
+
+
+def recommender_writes(recommender: engine.Recommender) -> bool:
+    return getattr(recommender, "writes", True)
+
+
 # --- the app --------------------------------------------------------------------
 
 DESCRIPTION = """
@@ -399,7 +534,10 @@ def create_app(
         serving = recommender
         if serving is None:
             # Building can take a while on big data: keep the event loop free meanwhile.
-            serving = await run_in_threadpool(engine.Recommender, config.db_path(db), config.data_dir(data_dir))
+            serving = await run_in_threadpool(
+                lambda: engine.Recommender(config.db_path(db), config.data_dir(data_dir), fast=config.serving_fast())
+            )
+            serving.writes = os.environ.get("RECS_READ_ONLY", "") != "1"
             if serving.build_report is not None:
                 log.info("built %s in %.1f s", serving.db, serving.build_report.seconds)
             if serving.standalone is not None:
@@ -407,16 +545,132 @@ def create_app(
             if serving.stale is not None:
                 log.warning("answering from the model built at %s: %s", serving.stale_built_at, serving.stale)
         app.state.recommender = serving
+        if serving.fast:
+            await run_in_threadpool(serving.serving_index)  # loaded before the first request, not during it
+        app.state.ready = True
+        watcher = (
+            engine.serving.Watcher(serving, config.watch_seconds(), config.fold_seconds())
+            if config.watch_seconds() else None
+        )
+        if watcher is not None:
+            watcher.start()
         try:
             yield
         finally:
+            if watcher is not None:
+                watcher.stop()
             serving.close()
 
     app = FastAPI(title="recs: what to watch next", description=DESCRIPTION, version=engine.__version__, lifespan=lifespan)
     app.state.internal_errors = 0  # how often the catch-all 500 handler ran (tests assert 0)
+    app.state.api_token = os.environ.get("RECS_API_TOKEN") or None
+    app.state.ready = False
+    app.state.metrics = Metrics()
     _add_error_handlers(app)
     app.include_router(router)
+    origins = [origin.strip() for origin in os.environ.get("RECS_CORS_ORIGINS", "").split(",") if origin.strip()]
+    if origins:  # off unless configured
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET", "POST", "HEAD"],
+                           allow_headers=["Authorization", "Content-Type"])
+
+    app.add_middleware(Measured, metrics=app.state.metrics)
     return app
+
+
+class Measured:
+    """Plain ASGI middleware (cheaper than Starlette's BaseHTTPMiddleware): each request's
+    status and time into the metrics, and one log line per request at info."""
+
+    def __init__(self, app, metrics: "Metrics"):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        status = [500]
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            seconds = time.perf_counter() - started
+            route = scope.get("route")
+            endpoint = getattr(route, "path", None) or "unmatched"
+            self.metrics.observe(scope["method"], endpoint, status[0], seconds)
+            if access.isEnabledFor(logging.INFO):
+                access.info("%s %s %d %.1f ms", scope["method"], scope["path"], status[0], seconds * 1000)
+
+
+class Metrics:
+    """Requests and latency by endpoint, for /metrics (Prometheus text format). Per process."""
+
+    BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.requests: dict[tuple[str, str, int], int] = {}
+        self.latency: dict[tuple[str, str], list] = {}  # [bucket counts..., sum, count]
+
+    def observe(self, method: str, endpoint: str, status: int, seconds: float) -> None:
+        with self._lock:
+            key = (method, endpoint, status)
+            self.requests[key] = self.requests.get(key, 0) + 1
+            series = self.latency.setdefault((method, endpoint), [0] * len(self.BUCKETS) + [0.0, 0])
+            for index, bound in enumerate(self.BUCKETS):
+                if seconds <= bound:
+                    series[index] += 1
+            series[-2] += seconds
+            series[-1] += 1
+
+    def text(self, recommender: engine.Recommender | None) -> str:
+        lines = [
+            "# HELP recs_requests_total HTTP requests answered, by method, endpoint and status.",
+            "# TYPE recs_requests_total counter",
+        ]
+        with self._lock:
+            for (method, endpoint, status), count in sorted(self.requests.items()):
+                lines.append(f'recs_requests_total{{method="{method}",endpoint="{endpoint}",status="{status}"}} {count}')
+            lines += [
+                "# HELP recs_request_seconds Time to answer, by method and endpoint.",
+                "# TYPE recs_request_seconds histogram",
+            ]
+            for (method, endpoint), series in sorted(self.latency.items()):
+                labels = f'method="{method}",endpoint="{endpoint}"'
+                for bound, count in zip(self.BUCKETS, series):
+                    lines.append(f'recs_request_seconds_bucket{{{labels},le="{bound}"}} {count}')
+                lines.append(f'recs_request_seconds_bucket{{{labels},le="+Inf"}} {series[-1]}')
+                lines.append(f"recs_request_seconds_sum{{{labels}}} {series[-2]:.6f}")
+                lines.append(f"recs_request_seconds_count{{{labels}}} {series[-1]}")
+        if recommender is not None:
+            try:
+                info = recommender.info()
+            except engine.RecsError:
+                info = None
+            if info is not None:
+                built = datetime.fromisoformat(info["built_at"]).timestamp() if info.get("built_at") else 0
+                lines += [
+                    "# HELP recs_model_built_at_seconds When the model being served was built (Unix time).",
+                    "# TYPE recs_model_built_at_seconds gauge",
+                    f"recs_model_built_at_seconds {built:.0f}",
+                    "# HELP recs_model_events Events in the built model.",
+                    "# TYPE recs_model_events gauge",
+                    f"recs_model_events {info['events']}",
+                    "# HELP recs_live_events Events accepted since the build (overlaid on it).",
+                    "# TYPE recs_live_events gauge",
+                    f"recs_live_events {info['live_events']}",
+                    "# HELP recs_model_stale 1 when the last rebuild failed and an older model answers.",
+                    "# TYPE recs_model_stale gauge",
+                    f"recs_model_stale {int(info['stale'])}",
+                ]
+        return "\n".join(lines) + "\n"
+
 
 
 # --- errors: always JSON, never a stack trace ----------------------------------------
@@ -467,6 +721,12 @@ def _add_error_handlers(app: FastAPI) -> None:
             {"error": code, "message": message}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
         )
 
+    @app.exception_handler(Unauthorized)
+    async def unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
+        response = _error(401, "unauthorized", "POST /events needs the header Authorization: Bearer <RECS_API_TOKEN>")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         # Logged with its traceback here; the client only learns that it failed.
@@ -478,13 +738,63 @@ def _add_error_handlers(app: FastAPI) -> None:
 # --- running it -----------------------------------------------------------------------
 
 
-def serve(recommender: engine.Recommender, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
-    """Serve the API over an open (already built) Recommender with uvicorn until interrupted."""
+def configure_logging() -> None:
+    """Our loggers at $RECS_LOG_LEVEL (set by serve), on stderr with a time stamp."""
+    level = os.environ.get("RECS_LOG_LEVEL", "").upper()
+    if level:
+        logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("recs").setLevel(level)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether host is this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_writes_allowed(host: str, writes: bool = True) -> None:
+    """Refuse to open POST /events beyond this machine without RECS_API_TOKEN."""
+    if writes and not is_loopback(host) and not os.environ.get("RECS_API_TOKEN"):
+        raise engine.BadArgument(
+            f"refusing to serve POST /events on {host} without a token: set RECS_API_TOKEN "
+            "(clients then send Authorization: Bearer <token>), or serve --read-only"
+        )
+
+
+def serve(
+    recommender: engine.Recommender, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
+    writes: bool = True, workers: int = 1,
+) -> None:
+    """Serve the API over an open (already built) Recommender with uvicorn until interrupted.
+
+    workers > 1 runs that many processes (uvicorn's), each opening the model on the
+    Recommender's paths; live events reach every one through the live log.
+    """
     import uvicorn
 
-    uvicorn.run(create_app(recommender=recommender), host=host, port=port, log_level=log_level)
+    check_writes_allowed(host, writes)
+    recommender.writes = writes
+    os.environ["RECS_LOG_LEVEL"] = log_level  # for each worker process too
+    configure_logging()
+    if workers > 1:
+        os.environ.update({
+            "RECS_DB": str(recommender.db), "RECS_DATA_DIR": str(recommender.data_dir),
+            "RECS_SERVING": "index" if recommender.fast else "sql", "RECS_READ_ONLY": "" if writes else "1",
+        })
+        recommender.close()
+        uvicorn.run("api:app", host=host, port=port, log_level=log_level, workers=workers, access_log=False)
+        return
+    if recommender.fast:
+        recommender.serving_index()
+
+    uvicorn.run(create_app(recommender=recommender), host=host, port=port, log_level=log_level, access_log=False)
 
 
+configure_logging()
 app = create_app()
 """For `uvicorn api:app`: paths from $RECS_DB and $RECS_DATA_DIR, read at startup."""
 

@@ -579,16 +579,67 @@ def read_user_list(path: Path) -> list[str]:
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on; 127.0.0.1 = this machine only.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8000,
+    read_only: Annotated[
+        bool, typer.Option("--read-only", help="Turn POST /events off (needed beyond loopback without RECS_API_TOKEN).")
+    ] = False,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, max=64, help="Server processes, each with its own copy of the model in memory.")
+    ] = 1,
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="info logs one line per request: method, path, status, ms.")
+    ] = "warning",
+    serving: Annotated[
+        str, typer.Option("--serving", envvar="RECS_SERVING", help="index: answer from memory arrays; sql: from the SQL macros.")
+    ] = "index",
 ) -> None:
     """Serve the JSON web API (docs at /docs), building recs.db first if needed.
+
+    POST /events is open on loopback; on any other address it needs
+    RECS_API_TOKEN set (clients send Authorization: Bearer <token>), or --read-only.
 
     Example: python cli.py serve --port 8000
     """
     import api  # FastAPI and uvicorn are needed by this command only
 
     with reported_errors():
+        if serving not in ("index", "sql"):
+            raise engine.BadArgument(f"--serving must be index or sql, not {serving!r}")
+        if log_level.lower() not in ("critical", "error", "warning", "info", "debug"):
+            raise engine.BadArgument(f"--log-level must be one of critical, error, warning, info, debug, not {log_level!r}")
+        api.check_writes_allowed(host, writes=not read_only)  # before a build that could take minutes
         recommender = open_recommender()  # builds recs.db when missing or stale, with the usual progress
-        api.serve(recommender, host, port)
+        recommender.fast = serving == "index"
+        api.serve(recommender, host, port, log_level=log_level.lower(), writes=not read_only, workers=workers)
+
+
+@app.command()
+def ingest(
+    file: Annotated[Path, typer.Argument(help="A CSV with the columns of events.csv.", show_default=False)],
+    as_json: JSON = False,
+) -> None:
+    """Append a file of watch events to the live log: they count at once, and in the next build.
+
+    Rows are checked as events.csv is: bad rows are reported with their line
+    and skipped, good rows are kept (written and fsynced before this returns).
+
+    Example: python cli.py ingest new-events.csv
+    """
+    with reported_errors():
+        report = open_recommender().ingest(file)
+    if as_json:
+        print_json({"accepted": report.accepted, "issues": report.issues})
+        return
+    out.print(f"Accepted {report.accepted:,} events from {file}.")
+    if not report.issues:
+        return
+    table = Table(title=f"{len(report.issues):,} rows skipped")
+    for column in ("line", "column", "problem"):
+        table.add_column(column, justify="right" if column == "line" else "left")
+    for issue in report.issues[:20]:
+        table.add_row(str(issue["line"]), issue["column_name"] or "", issue["problem"])
+    out.print(table)
+    if len(report.issues) > 20:
+        out.print(f"... and {len(report.issues) - 20:,} more (--json lists them all).")
 
 
 PARAM = Annotated[

@@ -27,6 +27,13 @@ one bench_build.py builds for the same data, so a build is shared):
   median and min wall seconds. PYTHONDONTWRITEBYTECODE is removed from the
   child's environment (a user's machine writes bytecode caches). Whether pandas
   is importable is reported: duckdb's import cost depends on it.
+* --check N: before timing, the index's answers against the macros' for the
+  first N sample users with each filter, and popular (exit 1 on a difference).
+* --serving index|sql|both (default both): the above through the SQL macros
+  (Recommender(db), what a one-shot command does) and through the in-memory
+  serving index (Recommender(db, fast=True), what the web API does), in the
+  same process on the same sample; for the index also the seconds to load it
+  and the resident memory it added (VmRSS before and after).
 * export: Recommender.export(out.csv, k=20) for all users: wall seconds (1 run
   when events > 5M, else 3; median) and rows written.
 """
@@ -216,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="use --db as it is when it exists, even if older than the SQL or the data "
                         "(the serving queries are the ones stored in it at its build)")
     parser.add_argument("--cli-only", action="store_true", help="only the one-shot CLI measurement (no data needed)")
+    parser.add_argument("--check", type=int, default=0, metavar="N",
+                        help="first compare the index's answers with the macros' for N sample users, "
+                        "each filter (exits 1 on a difference)")
+    parser.add_argument("--serving", choices=["index", "sql", "both"], default="both",
+                        help="answer from the in-memory serving index, the SQL macros, or both (default)")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     args = parser.parse_args(argv)
 
@@ -260,10 +272,35 @@ def main(argv: list[str] | None = None) -> int:
         "sample": {"users": len(users), "heaviest": len(heaviest), "unknown": len(unknown),
                    "heaviest_history_rows": heaviest_rows, "seed": args.seed},
     }
-    figures["recommend_ms"] = bench_recommend(recommender, users, heaviest, warmup, args.reps, args.seed,
+    if args.check:
+        figures["check"] = check_index(recommender, engine.Recommender(db, data_dir, auto_build=False, fast=True),
+                                       users[: args.check])
+        check = figures["check"]
+        print(f"index against the macros: {check['same']:,} of {check['answers']:,} answers equal "
+              f"({check['live_events']:,} live events overlaid)", file=sys.stderr)
+        if check["same"] != check["answers"]:
+            print(f"first difference: {check['first_difference']}", file=sys.stderr)
+            return 1
+    if args.serving in ("sql", "both"):
+        figures["recommend_ms"] = bench_recommend(recommender, users, heaviest, warmup, args.reps, args.seed,
+                                                   args.budget_seconds)
+        figures["popular_ms"] = bench_popular(recommender, args.popular_calls, args.reps, args.seed,
                                                args.budget_seconds)
-    figures["popular_ms"] = bench_popular(recommender, args.popular_calls, args.reps, args.seed,
-                                           args.budget_seconds)
+    if args.serving in ("index", "both"):
+        fast = engine.Recommender(db, data_dir, auto_build=False, fast=True)
+        rss_before = resident_mb()
+        started = time.perf_counter()
+        fast.serving_index()
+        figures["index"] = {
+            "load_seconds": time.perf_counter() - started,
+            "rss_added_mb": resident_mb() - rss_before,
+            "rss_mb": resident_mb(),
+            "recommend_ms": bench_recommend(fast, users, heaviest, warmup, args.reps, args.seed, args.budget_seconds),
+            "popular_ms": bench_popular(fast, args.popular_calls, args.reps, args.seed, args.budget_seconds),
+        }
+        print(f"serving index: loaded in {figures['index']['load_seconds']:.2f} s, "
+              f"{figures['index']['rss_added_mb']:.0f} MB resident added", file=sys.stderr)
+        fast.close()
     export_runs = args.export_runs if args.export_runs is not None else (1 if shape["events"] > 5_000_000 else 3)
     if export_runs:
         figures["export"] = bench_export(recommender, export_runs, f".{args.export_format}")
@@ -275,6 +312,31 @@ def main(argv: list[str] | None = None) -> int:
     print_summary(figures)
     common.write_json(args.json, figures)
     return 0
+
+
+def check_index(slow, fast, users: list[str]) -> dict:
+    """Whether the serving index answers exactly what the SQL macros answer (to_dict), for these
+    users with each filter, and popular with each filter."""
+    answers = same = 0
+    first = None
+    for filters in FILTERS.values():
+        pairs = [(slow.recommend(u, k=10, **filters).to_dict(), fast.recommend(u, k=10, **filters).to_dict()) for u in users]
+        pairs.append((slow.popular(k=10, **filters).to_dict(), fast.popular(k=10, **filters).to_dict()))
+        for expected, got in pairs:
+            answers += 1
+            same += expected == got
+            if expected != got and first is None:
+                first = {"filters": filters, "macros": expected, "index": got}
+    return {"answers": answers, "same": same, "live_events": slow.info()["live_events"], "first_difference": first}
+
+
+def resident_mb() -> float:
+    """This process's resident memory (VmRSS), in MB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def print_summary(figures: dict) -> None:
@@ -290,14 +352,22 @@ def print_summary(figures: dict) -> None:
     for column in ("call", "p50 ms", "p95 ms", "p99 ms", "max ms", "20 heaviest: median / max ms", "reps"):
         table.add_column(column, justify="left" if column == "call" else "right")
     sample = figures["sample"]
-    for label, row in figures["recommend_ms"].items():
-        table.add_row(f"recommend k=10, {label}", fmt(row["p50"]), fmt(row["p95"]), fmt(row["p99"]),
-                      fmt(row["max"]), f"{fmt(row['heaviest_median_ms'])} / {fmt(row['heaviest_max_ms'])}",
-                      str(row["reps"]))
-    for label, row in figures["popular_ms"].items():
-        table.add_row(f"popular k=10, {label}", fmt(row["p50"]), fmt(row["p95"]), fmt(row["p99"]),
-                      fmt(row["max"]), "", str(row["reps"]))
+    paths = [("sql", figures)] if "recommend_ms" in figures else []
+    if "index" in figures:
+        paths.append(("index", figures["index"]))
+    for path, measured in paths:
+        for label, row in measured["recommend_ms"].items():
+            table.add_row(f"{path}: recommend k=10, {label}", fmt(row["p50"]), fmt(row["p95"]), fmt(row["p99"]),
+                          fmt(row["max"]), f"{fmt(row['heaviest_median_ms'])} / {fmt(row['heaviest_max_ms'])}",
+                          str(row["reps"]))
+        for label, row in measured["popular_ms"].items():
+            table.add_row(f"{path}: popular k=10, {label}", fmt(row["p50"]), fmt(row["p95"]), fmt(row["p99"]),
+                          fmt(row["max"]), "", str(row["reps"]))
     console.print(table)
+    if "index" in figures:
+        index = figures["index"]
+        console.print(f"serving index: loaded in {index['load_seconds']:.2f} s, "
+                      f"{index['rss_added_mb']:.0f} MB resident added ({index['rss_mb']:.0f} MB in all)")
     if figures["code_fingerprint_at_end"] != figures["environment"]["code_fingerprint"]:
         console.print("WARNING: sql/, engine/ or cli.py changed during the measurement")
     console.print(f"recommend: {sample['users']:,} users ({sample['heaviest']} heaviest, longest history "

@@ -17,6 +17,14 @@ Modes (--mode, default both, one after the other on the same server):
            the build has finished and the server answers from the new file
            (its /health built_at changed), so the swap is always covered.
 
+--serving index|sql|both (default both): the server answers from the in-memory
+serving index (what `python cli.py serve` does) or from the SQL macros (the
+baseline, as before the index); both runs the whole test on each, sql first.
+--events-per-second N (default 0) adds a client that POSTs N events a second
+to /events (a batch every 0.1 s, bigger when a POST took longer) for the whole run: the figures then
+include the cost of taking live events in; its own latency and errors are
+reported on a line of their own. --workers runs that many server processes.
+
 It reports requests per second, p50 / p99 / max latency and the error count
 (any non-200 answer, a body that is not the expected JSON, or a connection
 failure), and for rebuild the same split before / during / after the build.
@@ -105,16 +113,17 @@ def get_json(port: int, path: str, timeout: float = 10.0) -> tuple[int, dict]:
 class Server:
     """uvicorn serving api.create_app on db and data_dir, in a subprocess."""
 
-    def __init__(self, db: Path, data_dir: Path, log_path: Path):
+    def __init__(self, db: Path, data_dir: Path, log_path: Path, serving: str = "index", workers: int = 1):
         self.port = free_port()
         self.log_path = log_path
         code = (
             "import sys, api, engine; "
-            "api.serve(engine.Recommender(sys.argv[1], sys.argv[2]), sys.argv[3], int(sys.argv[4]), log_level='warning')"
+            "r = engine.Recommender(sys.argv[1], sys.argv[2], fast=sys.argv[5] == 'index'); "
+            "api.serve(r, sys.argv[3], int(sys.argv[4]), log_level='warning', workers=int(sys.argv[6]))"
         )
         self.log = log_path.open("w")
         self.process = subprocess.Popen(
-            [sys.executable, "-c", code, str(db), str(data_dir), HOST, str(self.port)],
+            [sys.executable, "-c", code, str(db), str(data_dir), HOST, str(self.port), serving, str(workers)],
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
         )
 
@@ -213,6 +222,70 @@ class Client(threading.Thread):
             conn.close()
 
 
+@dataclass(eq=False)
+class Poster(threading.Thread):
+    """POSTs rate events a second to /events until stopped: every 0.1 s, or as soon as the last
+    POST answered if it took longer, one batch with every event due since the last one (so the
+    rate holds when a POST is slow; a client of a live feed batches the same way)."""
+
+    port: int
+    users: list[str]
+    items: list[str]
+    rate: int
+    seed: int
+    timeout: float
+    samples: list[Sample] = field(default_factory=list)
+    accepted: int = 0
+
+    def __post_init__(self) -> None:
+        threading.Thread.__init__(self, daemon=True)
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        rng = random.Random(self.seed)
+        conn = None
+        next_at = time.monotonic()
+        sent_until = time.monotonic()
+        while not self.halt.is_set():
+            now = time.monotonic()
+            batch = max(1, min(10_000, round(self.rate * (now - sent_until))))
+            sent_until = now
+            events = [
+                {"user_id": rng.choice(self.users), "item_id": rng.choice(self.items), "event_type": "play",
+                 "watch_seconds": rng.randint(30, 3600),
+                 "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                for _ in range(batch)
+            ]
+            start = time.monotonic()
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection(HOST, self.port, timeout=self.timeout)
+                conn.request("POST", "/events", body=json.dumps({"events": events}),
+                             headers={"content-type": "application/json"})
+                response = conn.getresponse()
+                body = response.read()
+                ok = response.status == 200 and json.loads(body) == {"accepted": batch}
+                self.accepted += batch if ok else 0
+                self.samples.append(Sample(start, time.monotonic() - start, ok,
+                                           error="" if ok else f"HTTP {response.status}: {body[:200]!r}"))
+            except (OSError, http.client.HTTPException, ValueError) as error:
+                self.samples.append(Sample(start, time.monotonic() - start, False, error=f"{type(error).__name__}: {error}"))
+                if conn is not None:
+                    conn.close()
+                conn = None
+            next_at = max(next_at + 0.1, time.monotonic())
+            self.halt.wait(max(0.0, next_at - time.monotonic()))
+        if conn is not None:
+            conn.close()
+
+
+def known_items(data_dir: Path) -> list[str]:
+    import csv
+
+    with (data_dir / "items.csv").open(newline="", encoding="utf-8") as handle:
+        return [row["item_id"] for row in csv.DictReader(handle) if row.get("item_id")]
+
+
 def percentile(values: list[float], share: float) -> float:
     if not values:
         return float("nan")
@@ -251,6 +324,10 @@ def run_load(
     ]
     for client in clients:
         client.start()
+    poster = None
+    if args.events_per_second:
+        poster = Poster(port, users, args.items, args.events_per_second, args.seed + 1000, args.timeout)
+        poster.start()
     build_window = None
     swapped = None
     if rebuild:
@@ -280,8 +357,13 @@ def run_load(
     for client in clients:
         client.join()
     ended = time.monotonic()
+    if poster is not None:
+        poster.halt.set()
+        poster.join()
     samples = [sample for client in clients for sample in client.samples]
     report = {"mode": "rebuild" if rebuild else "steady", **summarise(samples, ended - started)}
+    if poster is not None:
+        report["events"] = {**summarise(poster.samples, ended - started), "accepted": poster.accepted}
     if build_window:
         start, end = build_window
         phases = {
@@ -305,6 +387,11 @@ def print_report(report: dict) -> None:
     print(line(report["mode"], report))
     for name, part in report.get("phases", {}).items():
         print(line(f"  {name} build", part))
+    if report.get("events"):
+        events = report["events"]
+        print(line("  POST /events", events) + f"  ({events['accepted']:,} events accepted)")
+        for error in events["first_errors"]:
+            print(f"  POST error: {error}")
     if report.get("swap"):
         swap = report["swap"]
         print(
@@ -331,6 +418,10 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=200_000, help="per client, a safety bound [200000]")
     parser.add_argument("--timeout", type=float, default=30.0, help="per request, seconds [30]")
     parser.add_argument("--build-timeout", type=float, default=600.0, help="for the rebuild, seconds [600]")
+    parser.add_argument("--serving", choices=("index", "sql", "both"), default="both",
+                        help="the server answers from the serving index, the SQL macros, or one then the other [both]")
+    parser.add_argument("--events-per-second", type=int, default=0, help="POST this many events a second meanwhile [0]")
+    parser.add_argument("--workers", type=int, default=1, help="server processes [1]")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the reports to this JSON file")
     args = parser.parse_args()
@@ -347,29 +438,32 @@ def main() -> None:
     if report is not None:
         print(f"built {db} in {time.monotonic() - started:.1f} s", flush=True)
     users = known_users(data_dir)
+    args.items = known_items(data_dir)
 
-    server = Server(db, data_dir, db.with_name(db.name + ".server.log"))
     reports = []
-    try:
-        health = server.wait_ready()
-        print(
-            f"server on http://{HOST}:{server.port}: {health['rows']} built_at {health['built_at']}; "
-            f"{args.clients} clients on /{args.endpoint}, {args.seconds:.0f} s per mode, {args.unknown_share:.0%} unknown users",
-            flush=True,
-        )
-        # warm up: the first queries of each thread open cursors and fill caches
-        for user in users[:20]:
-            get_json(server.port, "/recommendations?" + urllib.parse.urlencode({"user_id": user, "k": args.k}), 60)
-        modes = ["steady", "rebuild"] if args.mode == "both" else [args.mode]
-        for mode in modes:
-            result = run_load(args, server.port, users, mode == "rebuild", db, data_dir)
-            print_report(result)
-            reports.append(result)
-    finally:
-        server.stop()
+    for serving in (["sql", "index"] if args.serving == "both" else [args.serving]):
+        server = Server(db, data_dir, db.with_name(db.name + f".server-{serving}.log"), serving, args.workers)
+        try:
+            health = server.wait_ready()
+            print(
+                f"{serving}: server on http://{HOST}:{server.port} ({args.workers} worker(s)): {health['rows']} "
+                f"built_at {health['built_at']}; {args.clients} clients on /{args.endpoint}, {args.seconds:.0f} s "
+                f"per mode, {args.unknown_share:.0%} unknown users, {args.events_per_second} events/s posted",
+                flush=True,
+            )
+            # warm up: the first queries of each thread open cursors and fill caches
+            for user in users[:20]:
+                get_json(server.port, "/recommendations?" + urllib.parse.urlencode({"user_id": user, "k": args.k}), 60)
+            modes = ["steady", "rebuild"] if args.mode == "both" else [args.mode]
+            for mode in modes:
+                result = {"serving": serving, **run_load(args, server.port, users, mode == "rebuild", db, data_dir)}
+                print_report(result)
+                reports.append(result)
+        finally:
+            server.stop()
     if args.json:
         args.json.write_text(json.dumps(reports, indent=2))
-    if any(r["errors"] for r in reports):
+    if any(r["errors"] or r.get("events", {}).get("errors") for r in reports):
         sys.exit(1)
 
 

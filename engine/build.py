@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import duckdb
 
-from . import load, sqlfiles
+from . import live, load, sqlfiles
 from .config import ModelParams
 from .db import configure, open_read_only
 from .errors import BuildError, DiskFull, NotOurDatabase, RecsError
@@ -297,22 +297,50 @@ def load_into(
     folder: Path,
     progress: Progress | None = None,
     input_format: load.InputFormat | None = None,
-) -> None:
-    """Create the validated tables users, items, events and load_issues from the CSVs in folder."""
+    live_log: "live.EventLog | None" = None,
+) -> dict[str, str]:
+    """Create the validated tables users, items, events and load_issues from the CSVs in folder,
+    and from the committed part of live_log (checked by the same rules as events.csv).
+
+    Returns what to record of the live log in build_info: how many bytes were
+    read (live_folded_bytes), a digest of their end, and the events kept.
+    """
     step = progress or (lambda name: None)
     con.execute("set TimeZone = 'UTC'")
     con.execute("set enable_progress_bar = false")  # progress is ours to show, on stderr
+    folded = {"live_folded_bytes": "0", "live_folded_check": "", "live_folded_events": "0"}
     with tempfile.TemporaryDirectory(prefix="recs-build-") as scratch:
         for path in sqlfiles.build_files(layer="schema"):
             sqlfiles.run_file(con, path)
         step("reading CSV files")
         paths_read = load.stage_all(con, folder, Path(scratch), input_format)
+        specs = load.SPECS
+        if live_log is not None and live_log.committed() > 0:
+            # a copy of what is committed now: appends during the build are for the overlay
+            copy = Path(scratch) / live_log.path.name
+            end, check = live_log.copy_committed(copy)
+            spec = load.CsvSpec(live_log.path.name, "live_events", live.COLUMNS)
+            paths_read[spec.file] = load.stage(con, copy, spec, Path(scratch))
+            specs = load.SPECS + (spec,)
+            con.execute("alter view raw_events rename to raw_events_csv")
+            con.execute(
+                "create temp view raw_events as "
+                "select * from raw_events_csv union all by name select * from raw_live_events"
+            )
+            folded.update(live_folded_bytes=str(end), live_folded_check=check)
         step("validating rows")
         _keep_row_order(con, False)
         for path in sqlfiles.build_files(layer="load"):
             sqlfiles.run_file(con, path)
         _keep_row_order(con, True)  # line numbers are counted in file order
-        load.finish_issues(con, paths_read)
+        load.finish_issues(con, paths_read, specs)
+        if len(specs) > len(load.SPECS):
+            kept = con.execute(
+                "select count(*) from events_checked where file = $file and row_problem is null",
+                {"file": specs[-1].file},
+            ).fetchone()[0]
+            folded["live_folded_events"] = str(kept)
+    return folded
 
 
 def model_into(
@@ -401,7 +429,7 @@ def _build_unlocked(
         raise
     try:
         configure(con, spill_to=spill_folder(db))
-        load_into(con, folder, progress, input_format)
+        folded = load_into(con, folder, progress, input_format, live.EventLog(live.log_path(db)))
         chosen, source, tuning = _choose_params(con, params, previous, tune, progress)
         model_into(con, chosen, progress)
         for table in SCRATCH_TABLES:  # the tuner's, not the app's: 6.5M rows at 1M events
@@ -410,7 +438,7 @@ def _build_unlocked(
             progress("saving")
         report = _report(con, time.perf_counter() - started)
         report.params, report.params_source, report.tuning = chosen, source, tuning
-        _write_build_info(con, wanted, folder, report, input_format)
+        _write_build_info(con, wanted, folder, report, input_format, folded)
         con.execute("checkpoint")
         con.close()
     except BaseException as error:
@@ -498,9 +526,15 @@ def _report(con: duckdb.DuckDBPyConnection, seconds: float) -> BuildReport:
 
 
 def _write_build_info(
-    con: duckdb.DuckDBPyConnection, wanted: str, folder: Path, report: BuildReport, input_format: load.InputFormat
+    con: duckdb.DuckDBPyConnection,
+    wanted: str,
+    folder: Path,
+    report: BuildReport,
+    input_format: load.InputFormat,
+    folded: dict[str, str],
 ) -> None:
     info = {
+        **folded,
         "fingerprint": wanted,
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "data_dir": str(folder.resolve()),

@@ -30,6 +30,45 @@ def data_dir(value: str | os.PathLike | None = None) -> Path:
     return Path(value or os.environ.get("RECS_DATA_DIR") or DEFAULT_DATA_DIR)
 
 
+def serving_fast() -> bool:
+    """Whether a server answers from the in-memory serving index ($RECS_SERVING: index, the
+    default, or sql for the SQL macros)."""
+    value = os.environ.get("RECS_SERVING", "index").strip().lower() or "index"
+    if value not in ("index", "sql"):
+        raise BadArgument(f"RECS_SERVING must be index or sql, not {value!r}")
+    return value == "index"
+
+
+def watch_seconds() -> float:
+    """How often a server checks the CSVs for changes and rebuilds ($RECS_WATCH_SECONDS,
+    default 5; 0 = never)."""
+    value = os.environ.get("RECS_WATCH_SECONDS", "").strip()
+    if not value:
+        return 5.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1
+    if not seconds >= 0:
+        raise BadArgument(f"RECS_WATCH_SECONDS must be a number of seconds (0 = off), not {value!r}")
+    return seconds
+
+
+def fold_seconds() -> float:
+    """How long live events may wait before a server rebuilds to fold them in (and refresh the
+    item neighbours): $RECS_FOLD_SECONDS, default 3600; 0 = only at builds run otherwise."""
+    value = os.environ.get("RECS_FOLD_SECONDS", "").strip()
+    if not value:
+        return 3600.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1
+    if not seconds >= 0:
+        raise BadArgument(f"RECS_FOLD_SECONDS must be a number of seconds (0 = off), not {value!r}")
+    return seconds
+
+
 def memory_limit() -> str | None:
     """DuckDB's memory limit for builds, from $RECS_MEMORY_LIMIT (e.g. 4GB); None = DuckDB's default (80% of RAM).
 

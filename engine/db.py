@@ -100,8 +100,12 @@ class ReadOnlyDatabase:
     thread gets its own cursor: cursors are never shared across threads.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, overlay=None):
         self.path = path
+        self.overlay = overlay
+        """An engine.live.LiveOverlay: the live events put in front of the built tables."""
+        self.generation = 0
+        """Bumped each time a new file is opened (a rebuild swapped one in)."""
         self._instance: duckdb.DuckDBPyConnection | None = None
         self._opened: tuple[int, int] | None = None
         self._lock = threading.Lock()
@@ -117,13 +121,29 @@ class ReadOnlyDatabase:
         with self._lock:
             if stamp != self._opened:
                 self._instance, self._opened = open_read_only(self.path), stamp
+                self.generation += 1
+                if self.overlay is not None:
+                    self.overlay.attach(self._instance)
             instance = self._instance
+        if self.overlay is not None:
+            self.overlay.sync()
         local = self._local
         if getattr(local, "instance", None) is not instance:
             local.cursor = instance.cursor()
             local.cursor.execute("use recs")
             local.instance = instance
+            local.overlaid = False
+        if self.overlay is not None:
+            self.overlay.prepare(local.cursor, local)
         return local.cursor
+
+    def is_current(self) -> bool:
+        """Whether the open instance is of the file at path now (no swap since)."""
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return False
+        return self._instance is not None and (stat.st_ino, stat.st_mtime_ns) == self._opened
 
     def rows(self, query: str, params: dict | None = None) -> list[dict]:
         """Run one query with bound parameters; each row as a dict of column name to value."""

@@ -47,3 +47,16 @@ class NotOurDatabase(RecsError):
 
 class DiskFull(RecsError):
     """A build ran out of disk space; the old recs.db was left as it was."""
+
+
+class InvalidEvents(BadArgument):
+    """A batch of live events with invalid rows; none of the batch was kept."""
+
+    def __init__(self, problems: list):
+        self.problems = problems
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(
+            f"{len(problems)} invalid event(s), none of the batch was kept: "
+            f"event {first.index}, {first.field}: {first.problem}{more}"
+        )

@@ -192,11 +192,12 @@ def stage(
         path = _with_lf_endings(path, scratch / f"lf-{spec.file}")
         _read_raw(con, path, spec, columns, delimiter)
     _skip_repeated_headers(con, spec, list(columns))
-    # rowid follows the file's order: it is the record number the checks report.
+    # rowid follows the file's order: it is the record number the checks report. A view takes no
+    # bound parameters: the file name is a quoted literal.
     con.execute(
         f"""
         create temp view raw_{spec.table} as
-        select rowid as rec_no, *
+        select '{spec.file.replace("'", "''")}' as file, rowid as rec_no, *
         from raw_{spec.table}_rows
         where rowid not in (select rec_no from header_lines_{spec.table})
         """
@@ -319,7 +320,9 @@ def stage_all(
     }
 
 
-def finish_issues(con: duckdb.DuckDBPyConnection, paths: dict[str, Path]) -> None:
+def finish_issues(
+    con: duckdb.DuckDBPyConnection, paths: dict[str, Path], specs: tuple[CsvSpec, ...] = SPECS
+) -> None:
     """Create load_issues: every recorded problem with its line number and raw text.
 
     Records are numbered by DuckDB in file order, but a record may span lines
@@ -342,7 +345,7 @@ def finish_issues(con: duckdb.DuckDBPyConnection, paths: dict[str, Path]) -> Non
         """
     )
     files = [row[0] for row in con.execute("select distinct file from load_issue_records").fetchall()]
-    for spec in SPECS:
+    for spec in specs:
         if spec.file not in files:
             continue
         path = paths[spec.file]

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import duckdb
 
-from . import config
+from . import config, live, serving
 from .build import Progress, built_state, ensure_built
 from .config import ModelParams
 from .db import ReadOnlyDatabase, open_read_only
 from .load import InputFormat
-from .errors import BadArgument, BuildError, DataFileError, DiskFull, UnknownFilter, UnknownItem, UnknownUser
+from .errors import (
+    BadArgument, BuildError, DataFileError, DiskFull, InvalidEvents, UnknownFilter, UnknownItem, UnknownUser,
+)
 from .results import History, HistoryEntry, Pick, PopularList, Recommendations, SimilarItems
 
 EXPORT_FORMATS = {
@@ -73,6 +75,11 @@ class Recommender:
         How the CSVs are written (delimiter, encoding), if a build is needed;
         None reads them as the last build did, else as $RECS_DELIMITER /
         $RECS_ENCODING say, else delimiter from each header and UTF-8.
+    fast:
+        Answer recommend and popular from the in-memory serving index
+        (engine/serving.py: loaded at the first question, a second or two at
+        10M events), as a server does; else from the SQL macros, as a
+        one-shot command does. The answers are the same.
 
     When the data folder does not exist and db holds a model a build of ours
     finished (a recs.db shipped to a server on its own), it answers from
@@ -95,6 +102,7 @@ class Recommender:
         auto_build: bool = True,
         progress: Progress | None = None,
         input_format: InputFormat | None = None,
+        fast: bool = False,
     ):
         self.db = config.db_path(db)
         self.data_dir = config.data_dir(data_dir)
@@ -119,7 +127,10 @@ class Recommender:
                     raise
                 self.stale, self.stale_built_at = str(error), last_good.built_at
                 self._stale_file = _identity(self.db)
-        self.database = ReadOnlyDatabase(self.db)
+        self.live = live.LiveOverlay(self.db)
+        self.database = ReadOnlyDatabase(self.db, self.live)
+        self.fast = fast
+        self._serving = serving.ServingState()
 
     def popular(
         self,
@@ -134,6 +145,11 @@ class Recommender:
         _check_k(k)
         _check_offset(offset)
         filters = self._filters(genre, content_type, exclude)
+        if self.fast:
+            items = self.serving_index().popular(offset + k, genre, content_type, filters["exclude"])
+            if not items or _several(genre) or _several(content_type):
+                self._check_filters(genre, content_type)
+            return PopularList(k, items[offset:])
         rows = self.database.rows(f"select * from popular($k, {FILTERS})", {"k": offset + k, **filters})
         if not rows or _several(genre) or _several(content_type):
             self._check_filters(genre, content_type)
@@ -157,6 +173,13 @@ class Recommender:
         _check_k(k)
         _check_offset(offset)
         filters = self._filters(genre, content_type, exclude)
+        if self.fast:
+            items, has_history, known = self.serving_index().recommend(
+                user_id, offset + k, genre, content_type, filters["exclude"]
+            )
+            if not items or _several(genre) or _several(content_type):
+                self._check_filters(genre, content_type)
+            return Recommendations(user_id, k, items[offset:], fallback_used=not has_history, user_known=known)
         known, has_history = self._user_state(user_id)
         wanted = offset + k
         params = {"user_id": user_id, "k": wanted, **filters}
@@ -232,6 +255,42 @@ class Recommender:
             raise UnknownItem(f"item {item_id!r} is not in the catalogue")
         return SimilarItems(item_id, k, [Pick.from_row(row) for row in rows])
 
+    def serving_index(self) -> serving.ServingIndex:
+        """The in-memory index of the open model with the live events (loaded on first use)."""
+        return self._serving.current(self.database, self.live)
+
+    def serving_current(self) -> bool:
+        """Whether recommend and popular answer from memory now, with no file to open and no live
+        events to take in first (two stats): a server may then answer without a thread."""
+        index = self._serving.index
+        return (
+            self.fast and index is not None and self.database.is_current() and self.live.is_current()
+            and index.generation == self.database.generation and index.live.version == self.live.version
+        )
+
+    def add_events(self, events: list[dict]) -> int:
+        """Check a batch of events (dicts with the columns of events.csv) by the loader's rules and
+        append it to the live log, durably; all or nothing. Returns how many were accepted;
+        InvalidEvents (naming each bad event's index, field and problem) when any is invalid."""
+        live.check_batch_size(events)
+        good, problems = live.check_rows(self.database.cursor(), events)
+        if problems:
+            raise InvalidEvents(problems)
+        if good:
+            start, end = self.live.log.append(good)
+            self.live.add_checked(good, start, end)
+            if self.fast:
+                self.serving_index()  # the index takes them in here, not in the next reader's request
+        return len(good)
+
+    def ingest(self, path: Path) -> live.IngestReport:
+        """Append the good events of a CSV file (the columns of events.csv) to the live log; the
+        bad rows are reported by line, as a build reports events.csv."""
+        self.database.cursor()  # the usual checks: the file exists and is not locked
+        report = live.ingest(self.db, Path(path))
+        self.live.sync(wait=True)
+        return report
+
     def user_known(self, user_id: str) -> bool:
         """True when user_id is in users.csv or has events."""
         return self._user_state(user_id)[0]
@@ -289,9 +348,17 @@ class Recommender:
                 (select count(*) from events) as events
             """
         )[0]
+        info["live_events"] = self.live.events
         if self.stale is not None and _identity(self.db) != self._stale_file:
             self.stale = self.stale_built_at = None  # a later build swapped a new model in
         return {**info, "stale": self.stale is not None, "stale_reason": self.stale}
+
+    def mark_stale(self, reason: str) -> None:
+        """A rebuild of the current files failed: answers go on from the model there is, and
+        info() says why until a new model is swapped in."""
+        last_good = built_state(self.db)
+        self.stale, self.stale_built_at = reason, last_good.built_at if last_good else None
+        self._stale_file = _identity(self.db)
 
     def load_issues(self, limit: int = 20) -> list[dict]:
         """The first load issues, by file and line."""
@@ -308,11 +375,15 @@ class Recommender:
                 raise BadArgument(f"{name} must be {kind}, not {value!r}")
         exclude = [item for item in exclude or () if item.strip()] or None
         if exclude:
-            unknown = self.database.rows(
-                "select unnest($ids) as item_id except select item_id from items order by item_id", {"ids": exclude}
-            )
+            if self.fast:  # the serving index knows the catalogue: no query
+                unknown = sorted(set(exclude) - self.serving_index().key_of_item.keys())
+            else:
+                unknown = [row["item_id"] for row in self.database.rows(
+                    "select unnest($ids) as item_id except select item_id from items order by item_id",
+                    {"ids": exclude},
+                )]
             if unknown:
-                names = ", ".join(repr(row["item_id"]) for row in unknown)
+                names = ", ".join(repr(item_id) for item_id in unknown)
                 raise UnknownFilter(f"cannot exclude {names}: not in the catalogue")
         listed = lambda value: list(value) if isinstance(value, tuple) else value  # noqa: E731
         return {"genre": listed(genre), "content_type": listed(content_type), "exclude": exclude}
@@ -325,10 +396,13 @@ class Recommender:
             wanted = [part for part in wanted if part.strip()]
             if not wanted:
                 continue
-            # column is one of two names of ours, never user input
-            known = [row["value"] for row in self.database.rows(
-                f"select distinct unnest(string_split({column}, '|')) as value from items order by value"
-            )]
+            if self.fast:
+                known = self.serving_index().filter_values(column)
+            else:
+                # column is one of two names of ours, never user input
+                known = [row["value"] for row in self.database.rows(
+                    f"select distinct unnest(string_split({column}, '|')) as value from items order by value"
+                )]
             unknown = [part for part in wanted if part.strip().lower() not in known]
             if unknown:
                 shown = " or ".join(repr(part) for part in unknown)

@@ -12,6 +12,41 @@ create or replace macro half_life_weight(days_ago, half_life_days) as
         else 1.0
     end;
 
+-- days_between: how many days earlier is before later (fractional).
+create or replace macro days_between(later, earlier) as
+    (epoch(later) - epoch(earlier)) / 86400.0;
+
+-- full_views: a user's summed seconds on an item as views of its estimated
+-- length; 0 when the item has no estimated length (no play over 0 seconds).
+create or replace macro full_views(watch_seconds, length_seconds) as
+    coalesce(watch_seconds / length_seconds, 0);
+
+-- completion: how much of the item the user saw, 0..1.
+create or replace macro completion(full_views) as
+    least(full_views, 1.0);
+
+-- is_heavy: watched heavily enough never to be recommended back.
+create or replace macro is_heavy(completion, heavy_threshold) as
+    completion >= heavy_threshold;
+
+-- base_strength: how seconds become strength, before any recency weight:
+--   log_views: log2(1 + least(full_views, max_full_views)), the default;
+--   the alternatives measured against it (docs/evaluation.md) by name.
+create or replace macro base_strength(full_views, watch_seconds, strength_formula, max_full_views) as
+    case strength_formula
+        when 'log_views' then ln(1 + least(full_views, max_full_views)) / ln(2)
+        when 'views' then least(full_views, max_full_views)
+        when 'binary' then case when watch_seconds > 0 then 1.0 else 0.0 end
+        when 'seconds' then watch_seconds
+        when 'log_seconds' then ln(1 + watch_seconds)
+    end;
+
+-- popularity_part: what one viewer's strength on an item adds to its
+-- popularity: base strength, halving every trending_half_life_days before
+-- the data's end.
+create or replace macro popularity_part(base_strength, days_before_end, trending_half_life_days) as
+    base_strength * half_life_weight(days_before_end, trending_half_life_days);
+
 -- is_excluded: whether a watched item is never recommended back to its
 -- viewer: watched heavily, or watched at all unless resurface_light is set.
 create or replace macro is_excluded(is_heavy, resurface_light) as

@@ -7,6 +7,7 @@
 create temp table events_checked as
 with source as (
     select
+        file,
         rec_no,
         nullif(trim(user_id), '') as user_id,
         nullif(trim(item_id), '') as item_id,
@@ -73,7 +74,7 @@ final as (
 select * from final;
 
 insert into load_issue_records (file, rec_no, column_name, problem, action)
-select 'events.csv', rec_no, problem_column, row_problem, 'row skipped'
+select file, rec_no, problem_column, row_problem, 'row skipped'
 from events_checked
 where row_problem is not null;
 

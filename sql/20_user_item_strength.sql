@@ -106,10 +106,9 @@ with_views as (
         user_end.user_key,
         items.item_key,
         item_length.length_seconds,
-        coalesce(per_pair.watch_seconds / item_length.length_seconds, 0) as full_views,
-        -- epoch() is DuckDB's; elsewhere: extract(epoch from ...)
-        (epoch(data_end.data_end_at) - epoch(per_pair.last_watched_at)) / 86400.0 as days_before_end,
-        (epoch(user_end.user_end_at) - epoch(per_pair.last_watched_at)) / 86400.0 as days_before_user_end
+        full_views(per_pair.watch_seconds, item_length.length_seconds) as full_views,
+        days_between(data_end.data_end_at, per_pair.last_watched_at) as days_before_end,
+        days_between(user_end.user_end_at, per_pair.last_watched_at) as days_before_user_end
     from per_pair
     cross join data_end
     join user_end on user_end.user_id = per_pair.user_id
@@ -120,14 +119,10 @@ with_views as (
 strengths as (
     select
         with_views.*,
-        least(with_views.full_views, 1.0) as completion,
-        case model_params.strength_formula
-            when 'log_views' then ln(1 + least(with_views.full_views, model_params.max_full_views)) / ln(2)
-            when 'views' then least(with_views.full_views, model_params.max_full_views)
-            when 'binary' then case when with_views.watch_seconds > 0 then 1.0 else 0.0 end
-            when 'seconds' then with_views.watch_seconds
-            when 'log_seconds' then ln(1 + with_views.watch_seconds)
-        end as base_strength,
+        completion(with_views.full_views) as completion,
+        base_strength(
+            with_views.full_views, with_views.watch_seconds, model_params.strength_formula, model_params.max_full_views
+        ) as base_strength,
         half_life_weight(with_views.days_before_end, model_params.half_life_days) as recency_weight
     from with_views
     cross join model_params
@@ -147,7 +142,7 @@ final as (
         strengths.length_seconds,
         strengths.full_views,
         strengths.completion,
-        strengths.completion >= model_params.heavy_threshold as is_heavy,
+        is_heavy(strengths.completion, model_params.heavy_threshold) as is_heavy,
         strengths.base_strength,
         strengths.base_strength * strengths.recency_weight as strength
     from strengths

@@ -14,8 +14,9 @@ with per_item as (
         sum(count_plays) as count_plays,
         sum(watch_seconds) as watch_seconds,
         sum(
-            user_item_strength.base_strength
-            * half_life_weight(user_item_strength.days_before_end, model_params.trending_half_life_days)
+            popularity_part(
+                user_item_strength.base_strength, user_item_strength.days_before_end, model_params.trending_half_life_days
+            )
         ) as score
     from user_item_strength
     cross join model_params

@@ -58,6 +58,13 @@ def write_dataset(folder: Path, users, items, events) -> Path:
     return folder
 
 
+@pytest.fixture(autouse=True)
+def no_background_rebuilds(monkeypatch):
+    """A served app checks the CSVs every few seconds and rebuilds when they change: off in tests,
+    which change the CSVs and build themselves (tests/test_ops.py turns it on where it is the point)."""
+    monkeypatch.setenv("RECS_WATCH_SECONDS", "0")
+
+
 @pytest.fixture
 def tiny_dir(tmp_path: Path) -> Path:
     return write_dataset(tmp_path / "data", TINY_USERS, TINY_ITEMS, TINY_EVENTS)

@@ -1,0 +1,511 @@
+"""The serving index: the model's tables held in memory arrays, for answers in microseconds.
+
+A query per request in DuckDB costs 5-15 ms however it is written (most of it
+planning the macros; docs/performance.md), so a server answers `recommend`
+and `popular` from arrays loaded from recs.db when it opens the file: each
+item's neighbour list (one flat array with offsets), popularity, titles,
+genres and content types, and every user's rows of user_item_strength (item,
+strength, heaviness, recency), read by key. The live overlay
+(sql/live_overlay.sql) replaces the rows of users with live events and the
+popularity table each time it changes.
+
+The SQL macros of sql/50_serving.sql stay the definition of every answer:
+this module computes the same sums, the same prior, the same ranking, fill
+and reasons, in the same order, and tests/test_serving.py checks that it
+returns exactly what the macros return, for every user of the bundled data,
+with and without filters and live events.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .results import Pick
+
+Filter = "str | list[str] | tuple[str, ...] | set[str] | None"
+
+
+@dataclass(frozen=True)
+class UserRows:
+    """One user's rows of user_item_strength (by item_key) and their user_keys row."""
+
+    item_keys: np.ndarray
+    strength: np.ndarray
+    is_heavy: np.ndarray
+    days_before_user_end: np.ndarray | None
+    count_history: int
+    has_history: bool
+
+
+@dataclass(frozen=True)
+class Popularity:
+    """item_popularity by item_key, and the keys in rank order."""
+
+    score: np.ndarray
+    relative_score: np.ndarray
+    viewers: np.ndarray
+    by_rank: np.ndarray
+
+
+@dataclass(frozen=True)
+class LiveRows:
+    """What the live overlay changes: the rows of users with live events, and popularity."""
+
+    version: int
+    users: dict[str, UserRows]
+    popularity: Popularity
+
+
+def popularity_reason(viewers: int) -> str:
+    """sql/05_rules.sql popularity_reason."""
+    if viewers == 0:
+        return "in the catalogue, not watched yet"
+    if viewers == 1:
+        return "popular on the platform (1 viewer)"
+    return f"popular on the platform ({viewers} viewers)"
+
+
+def similarity_reason(because_title: str, count_because: int) -> str:
+    """sql/05_rules.sql similarity_reason."""
+    if count_because == 1:
+        return f"similar to {because_title}, which you watched"
+    return f"similar to {because_title} and {count_because - 1} more you watched"
+
+
+def _wanted(values: Filter) -> tuple[str, ...] | None:
+    """A filter as lower-cased values (None or empty: any)."""
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    wanted = tuple(sorted({value.strip().lower() for value in values if value and value.strip()}))
+    return wanted or None
+
+
+class ServingIndex:
+    """recs.db's serving tables in memory; see the module docstring."""
+
+    def __init__(self, cursor, generation: int):
+        started = time.perf_counter()
+        self.generation = generation
+        resurface, half_life, prior = cursor.execute(
+            "select resurface_light, user_half_life_days, popularity_prior from recs.main.model_params"
+        ).fetchone()
+        self.resurface_light = bool(resurface)
+        self.user_half_life_days = float(half_life)
+        self.popularity_prior = float(prior)
+
+        items = cursor.execute(
+            "select item_key, item_id, title, content_type, genre from recs.main.items order by item_key"
+        ).fetchall()
+        size = (items[-1][0] + 1) if items else 1
+        self.size = size
+        self.item_id = [""] * size
+        self.title = [""] * size
+        self.content_type = [""] * size
+        self.genre = [""] * size
+        for key, item_id, title, content_type, genre in items:
+            self.item_id[key], self.title[key] = item_id, title
+            self.content_type[key], self.genre[key] = content_type, genre
+        # matches_filters: each value a filter may name -> the items it matches; a genre field
+        # may hold several genres separated by '|', and each of them matches
+        self._items_of: dict[str, dict[str, np.ndarray]] = {}
+        for column in ("genre", "content_type"):
+            keys_of: dict[str, list[int]] = {}
+            for key, value in enumerate(getattr(self, column)[1:], 1):
+                for part in (value.split("|") if column == "genre" else [value]):
+                    keys_of.setdefault(part, []).append(key)
+            self._items_of[column] = {value: np.array(keys, dtype=np.int64) for value, keys in keys_of.items()}
+        self.key_of_item = {item_id: key for key, item_id in enumerate(self.item_id) if key}
+        self._masks: dict = {}
+
+        neighbours = cursor.execute(
+            """
+            select item_key, neighbor.neighbor_key as neighbor_key, neighbor.similarity as similarity
+            from (
+                select item_key, unnest(neighbors) as neighbor, generate_subscripts(neighbors, 1) as position
+                from recs.main.neighbor_lists
+            )
+            order by item_key, position
+            """
+        ).fetchnumpy()
+        owner = np.asarray(neighbours["item_key"])
+        self.nb_key = np.asarray(neighbours["neighbor_key"]).astype(np.int32, copy=False)
+        self.nb_sim = np.asarray(neighbours["similarity"]).astype(np.float64, copy=False)
+        self.nb_offsets = np.searchsorted(owner, np.arange(size + 1)).astype(np.int64)
+
+        self._load_users(cursor)
+        self.built_popularity = self._read_popularity(cursor, "recs.main.item_popularity")
+        self.live = LiveRows(-1, {}, self.built_popularity)
+        self.load_seconds = time.perf_counter() - started
+
+    def _load_users(self, cursor) -> None:
+        keys = cursor.execute(
+            "select user_id, user_key, count_history, has_history from recs.main.user_keys order by user_key"
+        ).fetchnumpy()
+        user_keys = keys["user_key"].astype(np.int64)
+        self.user_index = {user_id: int(key) for user_id, key in zip(keys["user_id"].tolist(), user_keys)}
+        max_key = int(user_keys.max()) if len(user_keys) else 0
+        self.count_history = np.zeros(max_key + 1, dtype=np.int64)
+        self.count_history[user_keys] = keys["count_history"]
+        self.has_history = np.zeros(max_key + 1, dtype=bool)
+        self.has_history[user_keys] = keys["has_history"]
+        days = ", days_before_user_end" if self.user_half_life_days > 0 else ""
+        rows = cursor.execute(
+            f"select user_key, item_key, strength, is_heavy{days} from recs.main.user_item_strength"
+        ).fetchnumpy()
+        owner = np.asarray(rows["user_key"])
+        if len(owner) and bool((owner[1:] < owner[:-1]).any()):  # stored sorted by user_key, item_key; just in case
+            order = np.lexsort((rows["item_key"], owner))
+            rows = {name: np.asarray(values)[order] for name, values in rows.items()}
+            owner = owner[order]
+        self.row_item = np.asarray(rows["item_key"]).astype(np.int32, copy=False)
+        self.row_strength = np.asarray(rows["strength"]).astype(np.float64, copy=False)
+        self.row_heavy = np.asarray(rows["is_heavy"]).astype(bool, copy=False)
+        self.row_days = np.asarray(rows["days_before_user_end"]).astype(np.float64, copy=False) if days else None
+        self.row_offsets = np.searchsorted(owner, np.arange(max_key + 2)).astype(np.int64)
+        self.listed_users = set(
+            row[0] for row in cursor.execute("select user_id from recs.main.users").fetchall()
+        )
+
+    @staticmethod
+    def _read_popularity(cursor, table: str) -> Popularity:
+        # table is one of two names of ours, never input
+        rows = cursor.execute(
+            f"select item_key, score, relative_score, viewers, popularity_rank from {table}"
+        ).fetchnumpy()
+        keys = rows["item_key"].astype(np.int64)
+        size = int(keys.max()) + 1 if len(keys) else 1
+        score = np.zeros(size)
+        relative = np.zeros(size)
+        viewers = np.zeros(size, dtype=np.int64)
+        score[keys], relative[keys], viewers[keys] = rows["score"], rows["relative_score"], rows["viewers"]
+        by_rank = keys[np.argsort(rows["popularity_rank"], kind="stable")]
+        return Popularity(score, relative, viewers, by_rank)
+
+    # --- the live overlay ---------------------------------------------------------------
+
+    def apply_live(self, cursor, overlay) -> None:
+        """Take in the overlay tables of sql/live_overlay.sql: the rows of the users that changed
+        since the last time, and popularity (overlay: the engine.live.LiveOverlay)."""
+        version = overlay.version
+        if not overlay.events:
+            self.live = LiveRows(version, {}, self.built_popularity)
+            return
+        changed = overlay.changed_since(self.live.version)
+        days = ", days_before_user_end" if self.user_half_life_days > 0 else ""
+        rows = cursor.execute(
+            f"select user_id, item_key, strength, is_heavy{days} from live.user_item_strength "
+            "where user_id in (select unnest($ids::varchar[])) order by user_key, item_key",
+            {"ids": changed},
+        ).fetchall()
+        keys = {
+            user_id: (count_history, has_history)
+            for user_id, count_history, has_history in cursor.execute(
+                "select user_id, count_history, has_history from live.user_keys "
+                "where user_id in (select unnest($ids::varchar[]))",
+                {"ids": changed},
+            ).fetchall()
+        }
+        grouped: dict[str, list] = {}
+        for row in rows:
+            grouped.setdefault(row[0], []).append(row[1:])
+        users = dict(self.live.users)
+        for user_id, user_rows in grouped.items():
+            columns = list(zip(*user_rows))
+            users[user_id] = UserRows(
+                np.array(columns[0], dtype=np.int64),
+                np.array(columns[1], dtype=np.float64),
+                np.array(columns[2], dtype=bool),
+                np.array(columns[3], dtype=np.float64) if days else None,
+                int(keys[user_id][0]),
+                bool(keys[user_id][1]),
+            )
+        self.live = LiveRows(version, users, self._read_popularity(cursor, "live.item_popularity"))
+
+    # --- answers --------------------------------------------------------------------------
+
+    def user(self, user_id: str, live: LiveRows) -> UserRows | None:
+        """The user's rows, live ones first; None for a user without events."""
+        rows = live.users.get(user_id)
+        if rows is not None:
+            return rows
+        key = self.user_index.get(user_id)
+        if key is None:
+            return None
+        start, end = self.row_offsets[key], self.row_offsets[key + 1]
+        return UserRows(
+            self.row_item[start:end], self.row_strength[start:end], self.row_heavy[start:end],
+            self.row_days[start:end] if self.row_days is not None else None,
+            int(self.count_history[key]), bool(self.has_history[key]),
+        )
+
+    def user_known(self, user_id: str) -> bool:
+        return user_id in self.listed_users or user_id in self.user_index or user_id in self.live.users
+
+    def mask(
+        self, genres: Filter = None, content_types: Filter = None, exclude: list[str] | None = None
+    ) -> np.ndarray | None:
+        """Which item keys pass the filters (matches_filters: any of each set, never an item of
+        exclude), None for no filter."""
+        wanted = (_wanted(genres), _wanted(content_types))
+        mask = None
+        if wanted != (None, None):
+            mask = self._masks.get(wanted)
+            if mask is None:
+                mask = np.ones(self.size, dtype=bool)
+                mask[0] = False
+                for column, values in zip(("genre", "content_type"), wanted):
+                    if values is None:
+                        continue
+                    passing = np.zeros(self.size, dtype=bool)
+                    for value in values:
+                        passing[self._items_of[column].get(value, [])] = True
+                    mask &= passing
+                if len(self._masks) < 256:
+                    self._masks[wanted] = mask
+        if exclude:
+            mask = mask.copy() if mask is not None else np.ones(self.size, dtype=bool)
+            mask[[self.key_of_item[item] for item in exclude if item in self.key_of_item]] = False
+        return mask
+
+    def filter_values(self, column: str) -> list[str]:
+        """Every value a genre or content_type filter can match, sorted (genre fields split on '|')."""
+        return sorted(self._items_of[column])
+
+    def popular(
+        self, k: int, genres: Filter = None, content_types: Filter = None, exclude: list[str] | None = None
+    ) -> list[Pick]:
+        """The macro popular: the k most popular items passing the filters."""
+        popularity = self.live.popularity
+        mask = self.mask(genres, content_types, exclude)
+        order = popularity.by_rank if mask is None else popularity.by_rank[mask[popularity.by_rank]]
+        return [self._popular_pick(rank, key, popularity) for rank, key in enumerate(order[:k].tolist(), 1)]
+
+    def _popular_pick(self, rank: int, key: int, popularity: Popularity) -> Pick:
+        return Pick(
+            rank=rank, item_id=self.item_id[key], title=self.title[key], content_type=self.content_type[key],
+            genre=self.genre[key], score=float(popularity.score[key]), source="popular",
+            reason=popularity_reason(int(popularity.viewers[key])),
+        )
+
+    def recommend(
+        self,
+        user_id: str,
+        k: int,
+        genres: Filter = None,
+        content_types: Filter = None,
+        exclude: list[str] | None = None,
+    ) -> tuple[list[Pick], bool, bool]:
+        """What Recommender.recommend answers from the macros: (picks, has_history, known)."""
+        live = self.live
+        popularity = live.popularity
+        mask = self.mask(genres, content_types, exclude)
+        user = self.user(user_id, live)
+        excluded = np.zeros(self.size, dtype=bool)
+        picks: list[Pick] = []
+        has_history = False
+        if user is not None:
+            # is_excluded: heavily watched, or watched at all unless resurface_light
+            excluded[user.item_keys if not self.resurface_light else user.item_keys[user.is_heavy]] = True
+            has_history = user.has_history
+            if has_history:
+                picks = self._personal(user, k, mask, excluded, popularity)
+        if len(picks) < k:
+            picks += self._fill(k, len(picks), mask, excluded, {pick.item_id for pick in picks}, popularity)
+        known = user is not None or user_id in self.listed_users
+        return picks, has_history, known
+
+    def _personal(self, user: UserRows, k: int, mask, excluded: np.ndarray, popularity: Popularity) -> list[Pick]:
+        """The macro recommend_personal."""
+        positive = user.strength > 0
+        history_keys = user.item_keys[positive]
+        strength = user.strength[positive]
+        starts = self.nb_offsets[history_keys]
+        counts = self.nb_offsets[history_keys + 1] - starts
+        total = int(counts.sum())
+        sums = counts_because = None
+        candidate = contribution = owner = None
+        if total:
+            owner = np.repeat(np.arange(len(history_keys)), counts)
+            index = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(total)
+            candidate = self.nb_key[index]
+            # contribution: strength x similarity x half_life_weight(days before the user's end)
+            contribution = strength[owner] * self.nb_sim[index]
+            if self.user_half_life_days > 0:  # else the weight is 1
+                days = user.days_before_user_end[positive]
+                contribution = contribution * np.power(0.5, days[owner] / self.user_half_life_days)
+            sums = np.bincount(candidate, weights=contribution, minlength=self.size)
+            counts_because = np.bincount(candidate, minlength=self.size)
+            neighbour_keys = np.flatnonzero(counts_because)
+        else:
+            neighbour_keys = np.zeros(0, dtype=np.int64)
+        count_history = user.count_history
+        if self.popularity_prior > 0 and count_history > 0:
+            order = popularity.by_rank
+            allowed = ~excluded[order] if mask is None else (mask[order] & ~excluded[order])
+            popular_keys = order[allowed][:k]
+            keys = np.union1d(neighbour_keys, popular_keys)
+        else:
+            keys = neighbour_keys
+        allowed = ~excluded[keys] if mask is None else (mask[keys] & ~excluded[keys])
+        keys = keys[allowed]
+        if not len(keys):
+            return []
+        personal = sums[keys] if sums is not None else np.zeros(len(keys))
+        top = float(personal.max())
+        if self.popularity_prior > 0 and count_history > 0:
+            # prior_score: popularity_prior / count_history * (top, or 1 when 0) * relative popularity
+            factor = self.popularity_prior / count_history * (top if top != 0 else 1.0)
+            prior = factor * popularity.relative_score[keys]
+        else:
+            prior = np.zeros(len(keys))
+        score = personal + prior
+        best = np.lexsort((keys, -score))[:k]  # score desc, then item_key
+        picks = []
+        for rank, position in enumerate(best.tolist(), 1):
+            key = int(keys[position])
+            own, from_popularity = float(personal[position]), float(prior[position])
+            if own > 0 and own >= from_popularity:  # pick_source
+                mine = np.flatnonzero(candidate == key)
+                because = int(history_keys[owner[mine[np.argmax(contribution[mine])]]])
+                source = "personalised"
+                reason = similarity_reason(self.title[because], int(counts_because[key]))
+            else:
+                source, reason = "popular", popularity_reason(int(popularity.viewers[key]))
+            picks.append(Pick(
+                rank=rank, item_id=self.item_id[key], title=self.title[key], content_type=self.content_type[key],
+                genre=self.genre[key], score=float(score[position]), reason=reason, source=source,
+            ))
+        return picks
+
+    def _fill(self, k: int, taken: int, mask, excluded: np.ndarray, shown: set, popularity: Popularity) -> list[Pick]:
+        """The popular fill of the macro recommend: items passing the filters, not excluded, not shown."""
+        order = popularity.by_rank
+        allowed = ~excluded[order] if mask is None else (mask[order] & ~excluded[order])
+        picks = []
+        for key in order[allowed][: k + taken].tolist():
+            if self.item_id[key] in shown:
+                continue
+            if taken + len(picks) >= k:
+                break
+            picks.append(self._popular_pick(taken + len(picks) + 1, key, popularity))
+        return picks
+
+
+class ServingState:
+    """The index of the model a Recommender has open, reloaded when a build swaps a new file in
+    and refreshed when the live overlay changes; answers keep coming from the old index meanwhile."""
+
+    def __init__(self):
+        self.index: ServingIndex | None = None
+        self._lock = threading.Lock()
+
+    def current(self, database, overlay) -> ServingIndex:
+        cursor = database.cursor()  # reopens a swapped file, takes in new live events
+        generation, version = database.generation, overlay.version
+        index = self.index
+        if index is not None and index.generation == generation and index.live.version == version:
+            return index
+        if index is not None and not self._lock.acquire(blocking=False):
+            return index  # another thread is loading or refreshing: answer from what is there
+        if index is None:
+            self._lock.acquire()
+        try:
+            index = self.index
+            if index is None or index.generation != generation:
+                index = ServingIndex(cursor, generation)
+            if index.live.version != overlay.version:
+                index.apply_live(cursor, overlay)
+            self.index = index
+            return index
+        finally:
+            self._lock.release()
+
+
+REBUILD = (
+    "import sys; from pathlib import Path; import engine\n"
+    "try:\n"
+    "    if sys.argv[3] == 'fold':\n"
+    "        engine.build(Path(sys.argv[1]), Path(sys.argv[2]))\n"
+    "    else:\n"
+    "        engine.ensure_built(Path(sys.argv[1]), Path(sys.argv[2]))\n"
+    "except engine.RecsError as error:\n"
+    "    sys.exit(str(error))\n"
+)
+"""What the watcher runs in a child process: a build beside the server, sharing none of its memory."""
+
+
+class Watcher(threading.Thread):
+    """A server's background rebuild: every interval seconds it checks the CSVs' (and SQL's)
+    fingerprint against the model's; when they differ it builds in a child process (the
+    server answers from the old model meanwhile), then loads the new one before the next
+    request needs it. A failed build marks the Recommender stale (one line) and is not
+    retried until the files change again."""
+
+    def __init__(self, recommender, interval: float, fold_after: float = 0.0):
+        super().__init__(daemon=True, name="recs-watcher")
+        self.recommender = recommender
+        self.interval = interval
+        self.fold_after = fold_after
+        """Also rebuild (folding the live events in) once live events have waited this long; 0 = never."""
+        self._halt = threading.Event()
+        self._failed: str | None = None
+        self.builds = 0
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def run(self) -> None:
+        import logging
+
+        log = logging.getLogger("recs.watcher")
+        while not self._halt.wait(self.interval):
+            try:
+                self.check()
+            except Exception as error:  # noqa: BLE001 - the server goes on; the reason is logged
+                log.warning("background rebuild check failed: %s", error)
+
+    def check(self) -> bool:
+        """Rebuild when the files changed; True when a new model was swapped in."""
+        import logging
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        from .build import built_state, fingerprint
+        from .errors import RecsError
+
+        recommender = self.recommender
+        try:
+            wanted = fingerprint(recommender.data_dir)
+        except RecsError as error:
+            recommender.mark_stale(str(error))
+            return False
+        state = built_state(recommender.db)
+        waited = recommender.live.waiting_seconds()
+        fold = bool(self.fold_after) and waited is not None and waited >= self.fold_after
+        if not fold and (state is not None and state.fingerprint == wanted or wanted == self._failed):
+            return False
+        why = f"live events waited {waited:.0f} s" if fold else "the data changed"
+        logging.getLogger("recs.watcher").info("%s: rebuilding %s in the background", why, recommender.db)
+        result = subprocess.run(
+            [sys.executable, "-c", REBUILD, str(recommender.db), str(recommender.data_dir), "fold" if fold else "fresh"],
+            cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
+        )
+        if result.returncode != 0:
+            self._failed = wanted
+            reason = (result.stderr.strip().splitlines() or ["the build failed"])[-1]
+            recommender.mark_stale(reason)
+            logging.getLogger("recs.watcher").warning("background rebuild failed: %s", reason)
+            return False
+        self.builds += 1
+        if recommender.fast:
+            recommender.serving_index()  # load the new model now, not in a request
+        else:
+            recommender.database.cursor()
+        return True
