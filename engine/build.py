@@ -355,6 +355,11 @@ def _keep_row_order(con: duckdb.DuckDBPyConnection, keep: bool) -> None:
     con.execute(f"set preserve_insertion_order = {'true' if keep else 'false'}")
 
 
+Fill = Callable[[duckdb.DuckDBPyConnection], "tuple[str, ModelParams, str, dict]"]
+"""Fills a new database in place of load + model: returns its fingerprint, parameters, their
+source and extra build_info (engine/spark/model.py assembles recs.db from Parquet this way)."""
+
+
 def _build_unlocked(
     db: Path,
     folder: Path,
@@ -362,9 +367,11 @@ def _build_unlocked(
     progress: Progress | None,
     tune: bool | None = None,
     force: bool = False,
+    fill: Fill | None = None,
 ) -> BuildReport:
     started = time.perf_counter()
-    wanted = fingerprint(folder)
+    wanted = fingerprint(folder) if fill is None else None
+    extra_info: dict = {}
     _remove_leftovers(db)
     moved_aside = _claim_target(db, force)
     previous = built_state(db)
@@ -378,16 +385,19 @@ def _build_unlocked(
         raise
     try:
         configure(con, spill_to=spill_folder(db))
-        load_into(con, folder, progress)
-        chosen, source, tuning = _choose_params(con, params, previous, tune, progress)
-        model_into(con, chosen, progress)
-        for table in SCRATCH_TABLES:  # the tuner's, not the app's: 6.5M rows at 1M events
-            con.execute(f"drop table {table}")
+        if fill is None:
+            load_into(con, folder, progress)
+            chosen, source, tuning = _choose_params(con, params, previous, tune, progress)
+            model_into(con, chosen, progress)
+            for table in SCRATCH_TABLES:  # the tuner's, not the app's: 6.5M rows at 1M events
+                con.execute(f"drop table {table}")
+        else:
+            (wanted, chosen, source, extra_info), tuning = fill(con), None
         if progress:
             progress("saving")
         report = _report(con, time.perf_counter() - started)
         report.params, report.params_source, report.tuning = chosen, source, tuning
-        _write_build_info(con, wanted, folder, report)
+        _write_build_info(con, wanted, folder, report, extra_info)
         con.execute("checkpoint")
         con.close()
     except BaseException as error:
@@ -474,7 +484,9 @@ def _report(con: duckdb.DuckDBPyConnection, seconds: float) -> BuildReport:
     return BuildReport(seconds, rows, by_file, by_problem, unlisted)
 
 
-def _write_build_info(con: duckdb.DuckDBPyConnection, wanted: str, folder: Path, report: BuildReport) -> None:
+def _write_build_info(
+    con: duckdb.DuckDBPyConnection, wanted: str, folder: Path, report: BuildReport, extra: dict | None = None
+) -> None:
     info = {
         "fingerprint": wanted,
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -483,6 +495,7 @@ def _write_build_info(con: duckdb.DuckDBPyConnection, wanted: str, folder: Path,
         "model_params": json.dumps(report.params.as_dict(), sort_keys=True),
         "params_source": report.params_source,
         "build_seconds": f"{report.seconds:.2f}",
+        **(extra or {}),  # where a build from a Parquet model came from (engine/spark/model.py)
     }
     con.execute("create table build_info (key varchar primary key, value varchar not null)")
     con.executemany("insert into build_info values (?, ?)", list(info.items()))
