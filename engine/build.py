@@ -92,6 +92,8 @@ class BuiltState:
     params: dict
     params_source: str
     built_at: str | None = None
+    model_dir: str | None = None
+    """The Parquet model it was assembled from (build --from-model / --model-out), if any."""
 
 
 def built_state(db: Path) -> BuiltState | None:
@@ -106,7 +108,7 @@ def built_state(db: Path) -> BuiltState | None:
         info = dict(con.execute("select key, value from recs.build_info").fetchall())
         return BuiltState(
             info["fingerprint"], json.loads(info["model_params"]), info.get("params_source", "pinned"),
-            info.get("built_at"),
+            info.get("built_at"), info.get("model_dir"),
         )
     except (duckdb.Error, KeyError, ValueError):
         return None
@@ -244,8 +246,11 @@ def ensure_built(
     params None accepts any parameters a build chose (tuned or not); a build
     it starts chooses them as build() does. Returns the report, or None if fresh.
     """
+    state = built_state(db)
+    if state is not None and state.model_dir and params is None and not folder.is_dir():
+        return None  # assembled from a model (a serving replica): there are no CSVs to be fresh against
     wanted = fingerprint(folder)
-    if is_fresh(built_state(db), wanted, params):
+    if is_fresh(state, wanted, params):
         return None
     with build_lock(db):
         if is_fresh(built_state(db), wanted, params):  # another process built it while we waited

@@ -99,10 +99,25 @@ class _Masked:
     def unmask(self, text: str) -> str:
         return re.sub(r"\x00([0-9]+)\x00", lambda match: self.literals[int(match[1])], text)
 
+    def unmask_for_spark(self, text: str) -> str:
+        return re.sub(r"\x00([0-9]+)\x00", lambda match: spark_literal(self.literals[int(match[1])]), text)
+
     def literal(self, token: str) -> str | None:
         """The content of a masked string literal token, or None if token is not one."""
         match = re.fullmatch(r"\s*\x00([0-9]+)\x00\s*", token)
         return self.literals[int(match[1])][1:-1].replace("''", "'") if match else None
+
+
+def spark_literal(token: str) -> str:
+    """A SQL string literal as Spark reads it: Spark joins 'a''b' into 'ab' instead of
+    reading a quote, so a literal with a quote in it is written in double quotes."""
+    content = token[1:-1]
+    if "''" not in content:
+        return token
+    content = content.replace("''", "'")
+    if '"' in content:
+        raise BuildError(f"the literal {token} holds both kinds of quote: no Spark spelling here")
+    return '"' + content + '"'
 
 
 def split_statements(text: str) -> list[Statement]:
@@ -219,7 +234,7 @@ def render(text: str, macros: dict[str, Macro] | None = None) -> str:
         raise BuildError("a '::' cast does not render for Spark; write cast(x as type)")
     # decimal literals as doubles; not inside names (t1.x) or masked literals
     code = re.sub(r"(?<![\w.\x00])([0-9]+\.[0-9]+)(?![\w.\x00])", r"\1D", code)
-    return "\n".join(line.rstrip() for line in masked.unmask(code).splitlines())
+    return "\n".join(line.rstrip() for line in masked.unmask_for_spark(code).splitlines())
 
 
 def _expander(name: str, macro: Macro, masked: _Masked):
@@ -258,6 +273,9 @@ def render_file(path: Path, macros: dict[str, Macro]) -> list[Statement]:
     text = choose_spark_blocks(path.read_text(encoding="utf-8"))
     rendered = []
     for statement in split_statements(text):
+        if MACRO.match(statement.text):  # a definition, not a use: DuckDB's, kept as it is
+            rendered.append(statement)
+            continue
         try:
             rendered.append(Statement(render(statement.text, macros), statement.line))
         except BuildError as error:

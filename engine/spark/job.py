@@ -43,7 +43,7 @@ SESSION_CONF = {
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
 }
 
-LOCAL_SHUFFLE_PARTITIONS = "8"
+LOCAL_SHUFFLE_PARTITIONS = "4"
 """Shuffle partitions on a local master: Spark's 200 cost a small build seconds of scheduling."""
 
 STEPS = {**STEP_NAMES, "1": "validating rows"}
@@ -114,6 +114,11 @@ class SparkTables:
         if model and name not in self.model_tables:
             self.model_tables.append(name)
 
+    def keep(self, name: str, frame) -> None:
+        """Make frame table name without writing it: a view, computed when read (cached once read)."""
+        frame.cache().createOrReplaceTempView(name)
+        self.written.pop(name, None)
+
     def publish(self, name: str) -> None:
         """Copy a table kept under _work (made by create table (...) and inserts) into the model folder."""
         if self.written.get(name) != f"{self.model_dir}/{name}":
@@ -163,14 +168,16 @@ class Runner:
         match = CREATE_AS.match(text)
         if match:
             temp, name, query = match[1], match[2], match[3]
-            model = not temp and name not in self.scratch_tables
-            self.tables.save(name, self.spark.sql(query), model=model)
+            if temp:  # the build's own tables, read by the next statements only
+                self.tables.keep(name, self.spark.sql(query))
+            else:
+                self.tables.save(name, self.spark.sql(query), model=name not in self.scratch_tables)
             return
         match = CREATE_COLUMNS.match(text)
         if match:
             name, columns = match[1], _columns(match[2])
             self.tables.schemas[name] = columns
-            self.tables.save(name, self._empty(columns), model=False)
+            self.tables.keep(name, self._empty(columns))
             return
         match = INSERT.match(text)
         if match:
@@ -201,7 +208,8 @@ class Runner:
             (F.col(f"`{given[column]}`") if column in given else F.lit(None)).cast(kind).alias(column)
             for column, kind in columns
         ))
-        self.tables.save(name, self.spark.table(name).unionByName(rows), model=False)
+        # the query was analysed above: the union keeps the rows it selects now
+        self.tables.keep(name, self.spark.table(name).unionByName(rows))
 
 
 def _columns(text: str) -> list[tuple[str, str]]:
@@ -261,48 +269,57 @@ def _stage(spark, tables: SparkTables, path: Path, spec: load.CsvSpec, scratch: 
     is_header = f"array({fields}) = array({names})"
     bad_text = " or ".join(f"instr(`{name}`, '\ufffd') > 0" for name in header)
     raw_fields = ", ".join(f"coalesce(`{name}`, '')" for name in header)
-    tables.save(
-        f"raw_text_{spec.table}",
-        spark.sql(
-            f"""
-            select rec_no, coalesce(_corrupt_record, concat_ws(',', {raw_fields})) as raw_text
-            from {staged}
-            """
-        ),
-        model=False,
-    )
-    # malformed records are few: their problem is worked out here, as load.stage words it
-    malformed = spark.sql(
-        f"select rec_no, _corrupt_record, ({bad_text}) as bad_text from {staged} "
-        "where _corrupt_record is not null or " + f"({bad_text})"
+    spark.sql(
+        f"""
+        select rec_no, coalesce(_corrupt_record, concat_ws(',', {raw_fields})) as raw_text
+        from {staged}
+        """
+    ).createOrReplaceTempView(f"raw_text_{spec.table}")
+    # malformed records and repeated headers are few: their problems are worded here, as load.stage words them
+    odd = spark.sql(
+        f"""
+        select rec_no, _corrupt_record, ({bad_text}) as bad_text, {is_header} as is_header
+        from {staged}
+        where _corrupt_record is not null or ({bad_text}) or {is_header}
+        """
     ).collect()
-    rows = [(spec.file, row["rec_no"], None, None, _malformed_problem(row, spec), "row skipped") for row in malformed]
-    skipped = {row["rec_no"] for row in malformed}
-    header_lines = [
-        row["rec_no"]
-        for row in spark.sql(f"select rec_no from {staged} where _corrupt_record is null and {is_header}").collect()
+    rows = [
+        (spec.file, row["rec_no"], None, None,
+         "repeated header line" if row["is_header"] and row["_corrupt_record"] is None
+         else _malformed_problem(row, spec), "row skipped")
+        for row in odd
     ]
-    rows += [(spec.file, rec_no, None, None, "repeated header line", "row skipped") for rec_no in header_lines]
-    skipped |= set(header_lines)
+    if _ends_inside_quotes(path):
+        # Spark reads an unclosed quote to the end of the file as one good value: the last record is bad
+        last = spark.sql(f"select max(rec_no) as rec_no from {staged} where _corrupt_record is null").first()
+        if last["rec_no"] is not None:
+            rows.append((spec.file, last["rec_no"], None, None, "a quote in the row is not closed or not escaped",
+                         "row skipped"))
+            odd.append({"rec_no": last["rec_no"]})
     if rows:
         issues = spark.createDataFrame(
             rows, "file string, rec_no bigint, csv_line bigint, column_name string, problem string, action string"
         )
-        tables.save("load_issue_records", spark.table("load_issue_records").unionByName(issues), model=False)
+        tables.keep("load_issue_records", spark.table("load_issue_records").unionByName(issues))
     columns = ", ".join(f"`{name}`" for name in header)
-    skip = spark.createDataFrame([(rec_no,) for rec_no in sorted(skipped)] or [], "rec_no bigint")
+    skip = spark.createDataFrame([(row["rec_no"],) for row in odd], "rec_no bigint")
     skip.createOrReplaceTempView(f"skipped_{spec.table}")
-    tables.save(
-        f"raw_{spec.table}",
-        spark.sql(
-            f"""
-            select rec_no, {columns}
-            from {staged}
-            where rec_no not in (select rec_no from skipped_{spec.table})
-            """
-        ),
-        model=False,
-    )
+    spark.sql(
+        f"""
+        select rec_no, {columns}
+        from {staged}
+        where rec_no not in (select rec_no from skipped_{spec.table})
+        """
+    ).createOrReplaceTempView(f"raw_{spec.table}")
+
+
+def _ends_inside_quotes(path: Path) -> bool:
+    """Whether the file has an odd number of double quotes: a quote opened and never closed."""
+    count = 0
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            count += block.count(b'"')
+    return count % 2 == 1
 
 
 def _malformed_problem(row, spec: load.CsvSpec) -> str:
