@@ -449,6 +449,15 @@ def build(
                 from engine import spark
 
                 report = spark.build_from_model(db, from_model, progress, force=force)
+            elif engine_name == "spark" and model_out and "://" in model_out and not model_out.startswith("file://"):
+                manifest = spark_model_only(params, progress, spark_master, model_out)
+                out.print(
+                    f"Wrote the model to {model_out} in {manifest.seconds:.1f} s ({len(manifest.tables)} tables, "
+                    f"parameters {manifest.params_source}); serving machines copy it and run "
+                    "'python cli.py build --from-model DIR'.",
+                    soft_wrap=True,
+                )
+                return
             elif engine_name == "spark":
                 report = spark_build(db, params, progress, spark_master, model_out, force)
             else:
@@ -489,19 +498,36 @@ def build(
     out.print(table)
 
 
-def spark_build(db, params, progress, master, model_out, force) -> engine.BuildReport:
-    """build --engine spark: the model on Spark, recs.db assembled from its Parquet."""
-    from engine import spark
-
+def need_pyspark() -> None:
     try:
         import pyspark  # noqa: F401
     except ImportError:
         raise engine.BuildError(
             "--engine spark needs pyspark: pip install -r requirements-spark.txt (and Java 17 or later)"
         ) from None
+
+
+def spark_model_only(params, progress, master, model_out):
+    """build --engine spark --model-out URL (a cluster file system): the Parquet model only; no recs.db here."""
+    from engine import spark
+
+    need_pyspark()
+    from engine.spark.job import choose_params
+
+    chosen, source = choose_params(params, None)
+    return spark.write_model(
+        config.data_dir(state.data_dir), model_out, chosen, source, master or spark.default_master(), progress
+    )
+
+
+def spark_build(db, params, progress, master, model_out, force) -> engine.BuildReport:
+    """build --engine spark: the model on Spark, recs.db assembled from its Parquet."""
+    from engine import spark
+
+    need_pyspark()
     return spark.build_with_spark(
         db, config.data_dir(state.data_dir), params, progress,
-        master=master or spark.DEFAULT_MASTER, model_out=model_out, force=force,
+        master=master or spark.default_master(), model_out=model_out, force=force,
     )
 
 

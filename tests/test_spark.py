@@ -71,6 +71,13 @@ def test_the_rewrites_say_the_same_thing_in_spark():
     assert "`timestamp`" in rendered and "1.5D * t1.x" in rendered and "'a 1.5 kept'" in rendered
 
 
+def test_a_literal_with_a_quote_is_spelled_so_spark_keeps_the_quote():
+    # Spark reads 'a''b' as two adjacent literals, 'ab'
+    assert dialect.render("select 'it''s', 'plain'") == "select \"it's\", 'plain'"
+    with pytest.raises(engine.BuildError, match="both kinds of quote"):
+        dialect.render("select 'say \"it''s\"'")
+
+
 def test_macros_expand_with_their_arguments_parenthesised():
     rendered = dialect.render("select half_life_weight(a - b, c) from t", MACROS)
     assert "power(0.5D, (a - b) / (c))" in rendered

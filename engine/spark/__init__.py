@@ -13,7 +13,14 @@ from __future__ import annotations
 
 from .model import MODEL_FORMAT, ModelManifest, build_from_model, read_manifest
 
+import os
+
 DEFAULT_MASTER = "local[*]"
+
+
+def default_master() -> str | None:
+    """local[*], or None under spark-submit (which starts the JVM and says the master itself)."""
+    return None if os.environ.get("PYSPARK_GATEWAY_PORT") else DEFAULT_MASTER
 
 
 def build_with_spark(*args, **kwargs):
@@ -36,6 +43,7 @@ __all__ = [
     "ModelManifest",
     "build_from_model",
     "build_with_spark",
+    "default_master",
     "read_manifest",
     "write_model",
 ]

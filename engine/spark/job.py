@@ -84,7 +84,7 @@ def _first_line(error: Exception) -> str:
 class SparkTables:
     """The tables a build has made so far: Parquet files read back as temporary views."""
 
-    def __init__(self, spark, model_dir: str, exported: set[str] | None = None):
+    def __init__(self, spark, model_dir: str):
         self.spark = spark
         self.model_dir = model_dir.rstrip("/")
         self.work_dir = f"{self.model_dir}/_work"
@@ -360,18 +360,26 @@ def _is_local(location: str) -> bool:
     return "://" not in location or location.startswith("file://")
 
 
+MARKER = ".recs-model"
+"""Written first into a model folder: the folder is ours to rewrite, even if a job died before its manifest."""
+
+
 def _claim_model_dir(model_dir: str) -> None:
-    """Refuse a local model folder that holds anything but a model of ours (never overwrite a user's files)."""
+    """Refuse a local model folder that holds anything but a model of ours (never overwrite a user's files);
+    mark it as ours and drop its old manifest, so a half-written model is never taken for a finished one."""
     if not _is_local(model_dir):
         return
     folder = Path(model_dir.removeprefix("file://"))
     if folder.exists() and not folder.is_dir():
         raise BadArgument(f"--model-out {folder} is a file, not a folder; pick another path")
-    if folder.is_dir() and any(folder.iterdir()) and not (folder / MANIFEST).is_file():
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / MARKER).is_file():
         raise BadArgument(
-            f"--model-out {folder} is not empty and holds no model of ours ({MANIFEST} missing); "
+            f"--model-out {folder} is not empty and holds no model of ours ({MARKER} missing); "
             "pick an empty or new folder"
         )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MARKER).write_text("a model folder of recs: build --engine spark rewrites it\n", encoding="utf-8")
+    (folder / MANIFEST).unlink(missing_ok=True)
 
 
 def _ease(spark, tables: SparkTables, params: ModelParams, scratch: Path) -> None:
@@ -450,6 +458,7 @@ def write_model(
         for name in ("event_types", "load_issue_records", "user_keys", "ease_weights"):
             tables.publish(name)
         tables.remove_work()
+        spark.catalog.clearCache()  # the build's cached temporary tables
     manifest = ModelManifest(
         format=MODEL_FORMAT,
         tables=list(tables.model_tables),
@@ -520,6 +529,7 @@ def build_with_spark(
         _claim_target(db, force)  # NotOurDatabase, before Spark starts, in the usual words
     chosen, source = choose_params(params, built_state(db))
     if model_out is not None:
+        model_out = str(model_out).removeprefix("file://")
         manifest = write_model(folder, model_out, chosen, source, master, progress)
         report = build_from_model(db, model_out, progress, force)
     else:
