@@ -656,24 +656,87 @@ FORCE = Annotated[
 ]
 
 
+ENGINE = Annotated[
+    str,
+    typer.Option(
+        "--engine", envvar="RECS_ENGINE",
+        help="Where the model is computed: duckdb (this process) or spark (the same SQL on Spark; "
+        "pip install -r requirements-spark.txt). Serving is DuckDB either way.",
+    ),
+]
+SPARK_MASTER = Annotated[
+    Optional[str],
+    typer.Option(
+        "--spark-master", envvar="RECS_SPARK_MASTER", show_default="local[*]",
+        help="Spark master URL for --engine spark, e.g. local[2], spark://host:7077, yarn.",
+    ),
+]
+MODEL_OUT = Annotated[
+    Optional[str],
+    typer.Option(
+        "--model-out", help="With --engine spark: keep the Parquet model in this folder (new, empty or an earlier model)."
+    ),
+]
+FROM_MODEL = Annotated[
+    Optional[Path],
+    typer.Option("--from-model", help="Assemble recs.db from a Parquet model folder (no CSVs read, no Spark needed)."),
+]
+
+
 @app.command()
-def build(param: PARAM = None, no_tune: NO_TUNE = False, force: FORCE = False) -> None:
+def build(
+    param: PARAM = None,
+    no_tune: NO_TUNE = False,
+    force: FORCE = False,
+    engine_name: ENGINE = "duckdb",
+    spark_master: SPARK_MASTER = None,
+    model_out: MODEL_OUT = None,
+    from_model: FROM_MODEL = None,
+) -> None:
     """(Re)build recs.db from the CSVs and summarise what was loaded and reported.
 
     Without --param the build chooses the model's parameters itself: it tunes
     them on a validation split of the data when the data is small enough
-    (see 'python cli.py tune'), else reuses the last tuned ones.
+    (see 'python cli.py tune'), else reuses the last tuned ones. Spark builds
+    do not tune: they take --param, else the last tuned parameters, else the defaults.
 
     Example: python cli.py --data-dir data build
+    Example: python cli.py build --engine spark --spark-master local[2] --model-out model/
+    Example: python cli.py build --from-model model/
     """
+    engine_name = engine_name.strip().lower()
+    if engine_name not in ("duckdb", "spark"):
+        raise typer.BadParameter(f"must be duckdb or spark, not {engine_name!r}", param_hint="--engine")
+    if engine_name != "spark" and (spark_master or model_out):
+        raise typer.BadParameter("--spark-master and --model-out go with --engine spark", param_hint="--engine")
+    if from_model is not None and (engine_name == "spark" or param):
+        raise typer.BadParameter(
+            "--from-model takes the model's own engine and parameters", param_hint="--from-model"
+        )
     with reported_errors():
         params = engine.ModelParams.from_assignments(param, start=state.params) if param else state.params
         db = config.db_path(state.db)
         with build_display() as progress:
-            report = engine.build(
-                db, config.data_dir(state.data_dir), params, progress, tune=False if no_tune else None, force=force,
-                input_format=state.input_format,
-            )
+            if from_model is not None:
+                from engine import spark
+
+                report = spark.build_from_model(db, from_model, progress, force=force)
+            elif engine_name == "spark" and model_out and "://" in model_out and not model_out.startswith("file://"):
+                manifest = spark_model_only(params, progress, spark_master, model_out)
+                out.print(
+                    f"Wrote the model to {model_out} in {manifest.seconds:.1f} s ({len(manifest.tables)} tables, "
+                    f"parameters {manifest.params_source}); serving machines copy it and run "
+                    "'python cli.py build --from-model DIR'.",
+                    soft_wrap=True,
+                )
+                return
+            elif engine_name == "spark":
+                report = spark_build(db, params, progress, spark_master, model_out, force)
+            else:
+                report = engine.build(
+                    db, config.data_dir(state.data_dir), params, progress, tune=False if no_tune else None, force=force,
+                    input_format=state.input_format,
+                )
     out.print(f"Built {db} in {report.seconds:.1f} s.")
     print_moved_aside(report, out)
     print_params(report)
@@ -703,8 +766,43 @@ def build(param: PARAM = None, no_tune: NO_TUNE = False, force: FORCE = False) -
     for column in ("file", "line", "column", "problem", "action"):
         table.add_column(column, justify="right" if column == "line" else "left")
     for issue in first:
-        table.add_row(issue["file"], str(issue["line"]), issue["column_name"] or "", issue["problem"], issue["action"])
+        line = "-" if issue["line"] is None else str(issue["line"])  # Spark builds number no lines
+        table.add_row(issue["file"], line, issue["column_name"] or "", issue["problem"], issue["action"])
     out.print(table)
+
+
+def need_pyspark() -> None:
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        raise engine.BuildError(
+            "--engine spark needs pyspark: pip install -r requirements-spark.txt (and Java 17 or later)"
+        ) from None
+
+
+def spark_model_only(params, progress, master, model_out):
+    """build --engine spark --model-out URL (a cluster file system): the Parquet model only; no recs.db here."""
+    from engine import spark
+
+    need_pyspark()
+    from engine.spark.job import choose_params
+
+    chosen, source = choose_params(params, None)
+    return spark.write_model(
+        config.data_dir(state.data_dir), model_out, chosen, source, master or spark.default_master(), progress,
+        state.input_format,
+    )
+
+
+def spark_build(db, params, progress, master, model_out, force) -> engine.BuildReport:
+    """build --engine spark: the model on Spark, recs.db assembled from its Parquet."""
+    from engine import spark
+
+    need_pyspark()
+    return spark.build_with_spark(
+        db, config.data_dir(state.data_dir), params, progress,
+        master=master or spark.default_master(), model_out=model_out, force=force, input_format=state.input_format,
+    )
 
 
 def shown(value: float | None) -> str:

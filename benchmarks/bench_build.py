@@ -4,6 +4,7 @@ and a scipy.sparse reference for the item-item similarity step.
     python benchmarks/bench_build.py --size 100k
     python benchmarks/bench_build.py --size 1m --runs 3 --json out/build-1m.json
     python benchmarks/bench_build.py --data-dir DIR --runs 1 --json out/build-10m.json
+    python benchmarks/bench_build.py --size 1m --engine spark --spark-master local[2]
 
 Each run is `engine.build(db, data_dir, engine.ModelParams())` in a fresh child
 process (this script re-run with --child), so its peak RSS is its own
@@ -80,7 +81,7 @@ KNOWN_PARAMS = {
 # --------------------------------------------------------------------------- child: one build
 
 
-def child_build(db: Path, data_dir: Path, threads: int) -> dict:
+def child_build(db: Path, data_dir: Path, threads: int, engine_name: str = "duckdb", master: str = "local[2]") -> dict:
     import duckdb
 
     original_connect = duckdb.connect
@@ -101,7 +102,12 @@ def child_build(db: Path, data_dir: Path, threads: int) -> dict:
         stamps.append((name, time.perf_counter()))
 
     started = time.perf_counter()
-    report = engine.build(db, data_dir, engine.ModelParams(), progress=progress)
+    if engine_name == "spark":  # the same pinned defaults, computed on Spark, recs.db assembled from its Parquet
+        from engine.spark import build_with_spark
+
+        report = build_with_spark(db, data_dir, engine.ModelParams(), progress=progress, master=master)
+    else:
+        report = engine.build(db, data_dir, engine.ModelParams(), progress=progress)
     ended = time.perf_counter()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     steps: list[list] = []
@@ -117,6 +123,7 @@ def child_build(db: Path, data_dir: Path, threads: int) -> dict:
         "cpu_seconds": usage.ru_utime + usage.ru_stime,  # includes the engine import
         "rows": report.rows,
         "threads": threads,
+        "engine": engine_name,
         "code_fingerprint": common.code_fingerprint(),
     }
 
@@ -359,6 +366,28 @@ def compare(db_pairs: dict, pairs: tuple, n_items: int, top_n: int) -> dict:
 # --------------------------------------------------------------------------- parent
 
 
+def tree_rss_mb(pid: int) -> tuple[float, float]:
+    """RSS in MB of pid, and the sum of its descendants' (from /proc)."""
+    parents: dict[int, int] = {}
+    rss: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            parents[int(entry.name)] = int(fields[1])
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss[int(entry.name)] = int(line.split()[1]) / 1024
+        except (OSError, ValueError, IndexError):
+            continue
+    descendants, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - descendants
+        descendants |= frontier
+    return rss.get(pid, 0.0), sum(rss.get(child, 0.0) for child in descendants)
+
+
 def run_child(args: list[str], max_seconds: float, max_rss_mb: float) -> dict:
     """Run this script with --child ...; watch its RSS and time; return its JSON result."""
     with tempfile.NamedTemporaryFile(prefix="bench-build-", suffix=".json", delete=False) as handle:
@@ -369,17 +398,14 @@ def run_child(args: list[str], max_seconds: float, max_rss_mb: float) -> dict:
     env = {**os.environ, "RECS_THREADS": args[args.index("--threads") + 1]} if "--threads" in args else None
     proc = subprocess.Popen(command, cwd=ROOT, env=env)
     sampled_max_mb = 0.0
+    tree_max_mb = 0.0  # the child and its descendants (a Spark build's JVM: driver and executor in local mode)
     aborted = None
-    status = Path(f"/proc/{proc.pid}/status")
     while proc.poll() is None:
-        try:
-            for line in status.read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    sampled_max_mb = max(sampled_max_mb, int(line.split()[1]) / 1024)
-        except (OSError, ValueError):
-            pass
+        own, others = tree_rss_mb(proc.pid)
+        sampled_max_mb = max(sampled_max_mb, own)
+        tree_max_mb = max(tree_max_mb, own + others)
         elapsed = time.perf_counter() - started
-        if sampled_max_mb > max_rss_mb:
+        if own + others > max_rss_mb:
             aborted = f"RSS {sampled_max_mb:,.0f} MB over the limit of {max_rss_mb:,.0f} MB after {elapsed:.0f} s"
         elif elapsed > max_seconds:
             aborted = f"still running after {max_seconds:.0f} s (RSS so far {sampled_max_mb:,.0f} MB)"
@@ -396,6 +422,7 @@ def run_child(args: list[str], max_seconds: float, max_rss_mb: float) -> dict:
             return {"aborted": f"child exited with {proc.returncode}", "elapsed_seconds": elapsed}
         result = json.loads(result_path.read_text())
         result["sampled_peak_rss_mb"] = sampled_max_mb
+        result["sampled_peak_tree_rss_mb"] = tree_max_mb
         return result
     finally:
         result_path.unlink(missing_ok=True)
@@ -419,6 +446,12 @@ def main(argv: list[str] | None = None) -> int:
                         "last watched desc, strength desc, item key)")
     parser.add_argument("--max-seconds", type=float, default=600, help="kill a child after this long")
     parser.add_argument("--max-rss-gb", type=float, default=12, help="kill a child above this RSS")
+    parser.add_argument("--engine", choices=["duckdb", "spark"], default="duckdb",
+                        help="spark: each run builds with DuckDB, then on Spark (the same pinned defaults), and "
+                        "checks that both export the same top 10 for every user")
+    parser.add_argument("--spark-master", default="local[2]", help="Spark master for --engine spark (default local[2])")
+    parser.add_argument("--spark-driver-memory", default="4g",
+                        help="the Spark driver's JVM heap (local mode: driver and executor), default 4g")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     parser.add_argument("--child", choices=["build", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -426,13 +459,15 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.child:
         if args.child == "build":
-            result = child_build(args.db, args.data_dir, args.threads)
+            result = child_build(args.db, args.data_dir, args.threads, args.engine, args.spark_master)
         else:
             result = child_reference(args.db, args.threads, args.reference, args.cap_order)
         args.result.write_text(json.dumps(result))
         return 0
 
     data_dir = common.ensure_data(args.data_dir, args.size)
+    if args.engine == "spark":
+        return main_spark(args, data_dir)
     shape = common.data_shape(data_dir)
     runs = args.runs or (1 if shape["events"] > 5_000_000 else 3)
     db = args.db or common.default_db(data_dir, "bench-build")
@@ -503,6 +538,89 @@ def main(argv: list[str] | None = None) -> int:
     print_summary(summary, similarity_step)
     common.write_json(args.json, summary)
     return 0
+
+
+def main_spark(args, data_dir: Path) -> int:
+    """--engine spark: per run, a DuckDB build and a Spark build of the same data and parameters,
+    timed and measured alike, then the two recs.db compared by their export --k 10."""
+    shape = common.data_shape(data_dir)
+    runs = args.runs or 1
+    env = common.environment()
+    os.environ["RECS_SPARK_DRIVER_MEMORY"] = args.spark_driver_memory
+    print(f"data {data_dir} ({shape['users']:,} users, {shape['items']:,} items, {shape['events']:,} events); "
+          f"{runs} run(s); DuckDB {args.threads} threads, Spark {args.spark_master} with a "
+          f"{args.spark_driver_memory} driver; commit {env['commit']}", file=sys.stderr)
+    max_rss_mb = args.max_rss_gb * 1024
+    dbs = {name: common.default_db(data_dir, f"bench-build-{name}") for name in ("duckdb", "spark")}
+    results: dict[str, list[dict]] = {"duckdb": [], "spark": []}
+    for run in range(runs):
+        for name, db in dbs.items():
+            load_before = os.getloadavg()[0]
+            result = run_child(["build", "--db", str(db), "--data-dir", str(data_dir), "--threads",
+                                str(args.threads), "--engine", name, "--spark-master", args.spark_master],
+                               args.max_seconds, max_rss_mb)
+            result["load_average_before"] = load_before
+            results[name].append(result)
+            if "aborted" in result:
+                print(f"run {run + 1} {name}: ABORTED: {result['aborted']}", file=sys.stderr)
+                continue
+            print(f"run {run + 1} {name}: {result['wall_seconds']:.1f} s, peak RSS {result['peak_rss_mb']:,.0f} MB "
+                  f"(with child processes {result['sampled_peak_tree_rss_mb']:,.0f} MB), load average before "
+                  f"{load_before:.2f}", file=sys.stderr)
+    same = None
+    if all(results[name] and "aborted" not in results[name][-1] for name in dbs):
+        same = same_exports(dbs["duckdb"], dbs["spark"])
+    summary = {
+        "environment": env,
+        "data_dir": str(data_dir),
+        "data": shape,
+        "threads": args.threads,
+        "spark_master": args.spark_master,
+        "spark_driver_memory": args.spark_driver_memory,
+        "exports_equal": same,
+        "builds": results,
+    }
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Build on DuckDB and on Spark ({args.spark_master}): {shape['events']:,} events, "
+                  f"commit {env['commit']}")
+    for column in ("engine", "wall s (each run)", "python peak RSS MB", "with JVM (driver+executor) MB", "steps (last run)"):
+        table.add_column(column)
+    for name, runs_of in results.items():
+        done = [r for r in runs_of if "aborted" not in r]
+        if not done:
+            table.add_row(name, "ABORTED: " + runs_of[-1]["aborted"] if runs_of else "-", "", "", "")
+            continue
+        steps = ", ".join(f"{step} {seconds:.1f}" for step, seconds in done[-1]["steps"])
+        table.add_row(name, ", ".join(f"{r['wall_seconds']:.1f}" for r in done),
+                      f"{max(r['peak_rss_mb'] for r in done):,.0f}",
+                      f"{max(r['sampled_peak_tree_rss_mb'] for r in done):,.0f}", steps)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    if same is not None:
+        print(f"export --k 10: {same['rows']:,} rows; identical lists (user, rank, item, source, reason): "
+              f"{same['identical_lists']}; largest relative score difference {same['max_rel_score_diff']:.1e}")
+    common.write_json(args.json, summary)
+    return 0
+
+
+def same_exports(duck_db: Path, spark_db: Path) -> dict:
+    """Both databases' top 10 for every user (engine.Recommender.export), compared row by row."""
+    import csv
+
+    import engine
+
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix="bench-export-") as scratch:
+        for name, db in (("duckdb", duck_db), ("spark", spark_db)):
+            out = Path(scratch) / f"{name}.csv"
+            engine.Recommender(db, auto_build=False).export(out, 10, None)
+            with out.open(encoding="utf-8", newline="") as handle:
+                rows[name] = list(csv.reader(handle))[1:]
+    duck, spark = rows["duckdb"], rows["spark"]
+    identical = len(duck) == len(spark) and all(a[:3] + a[4:] == b[:3] + b[4:] for a, b in zip(duck, spark))
+    diffs = [abs(float(a[3]) - float(b[3])) / max(abs(float(a[3])), 1e-300) for a, b in zip(duck, spark)]
+    return {"rows": len(duck), "identical_lists": identical, "max_rel_score_diff": max(diffs, default=0.0)}
 
 
 def print_summary(summary: dict, similarity_step: str | None) -> None:

@@ -95,6 +95,8 @@ class BuiltState:
     built_at: str | None = None
     input_format: dict = field(default_factory=dict)
     """How the CSVs were read (load.InputFormat's fields); {} for a file of an older build: the defaults."""
+    model_dir: str | None = None
+    """The Parquet model it was assembled from (build --from-model / --model-out), if any."""
 
 
 def built_state(db: Path) -> BuiltState | None:
@@ -109,7 +111,7 @@ def built_state(db: Path) -> BuiltState | None:
         info = dict(con.execute("select key, value from recs.build_info").fetchall())
         return BuiltState(
             info["fingerprint"], json.loads(info["model_params"]), info.get("params_source", "pinned"),
-            info.get("built_at"), json.loads(info.get("input_format", "{}")),
+            info.get("built_at"), json.loads(info.get("input_format", "{}")), info.get("model_dir"),
         )
     except (duckdb.Error, KeyError, ValueError):
         return None
@@ -258,8 +260,11 @@ def ensure_built(
     reads them as that one did (else load.InputFormat.from_env()). Returns the
     report, or None if fresh.
     """
+    state = built_state(db)
+    if state is not None and state.model_dir and params is None and not folder.is_dir():
+        return None  # assembled from a model (a serving replica): there are no CSVs to be fresh against
     wanted = fingerprint(folder)
-    if is_fresh(built_state(db), wanted, params, input_format):
+    if is_fresh(state, wanted, params, input_format):
         return None
     with build_lock(db):
         if is_fresh(built_state(db), wanted, params, input_format):  # another process built it while we waited
@@ -403,6 +408,11 @@ def _keep_row_order(con: duckdb.DuckDBPyConnection, keep: bool) -> None:
     con.execute(f"set preserve_insertion_order = {'true' if keep else 'false'}")
 
 
+Fill = Callable[[duckdb.DuckDBPyConnection], "tuple[str, ModelParams, str, dict]"]
+"""Fills a new database in place of load + model: returns its fingerprint, parameters, their
+source and extra build_info (engine/spark/model.py assembles recs.db from Parquet this way)."""
+
+
 def _build_unlocked(
     db: Path,
     folder: Path,
@@ -411,9 +421,11 @@ def _build_unlocked(
     tune: bool | None = None,
     force: bool = False,
     input_format: load.InputFormat | None = None,
+    fill: Fill | None = None,
 ) -> BuildReport:
     started = time.perf_counter()
-    wanted = fingerprint(folder)
+    wanted = fingerprint(folder) if fill is None else None
+    extra_info: dict = {}
     _remove_leftovers(db)
     moved_aside = _claim_target(db, force)
     previous = built_state(db)
@@ -429,16 +441,19 @@ def _build_unlocked(
         raise
     try:
         configure(con, spill_to=spill_folder(db))
-        folded = load_into(con, folder, progress, input_format, live.EventLog(live.log_path(db)))
-        chosen, source, tuning = _choose_params(con, params, previous, tune, progress)
-        model_into(con, chosen, progress)
-        for table in SCRATCH_TABLES:  # the tuner's, not the app's: 6.5M rows at 1M events
-            con.execute(f"drop table {table}")
+        if fill is None:
+            extra_info = load_into(con, folder, progress, input_format, live.EventLog(live.log_path(db)))
+            chosen, source, tuning = _choose_params(con, params, previous, tune, progress)
+            model_into(con, chosen, progress)
+            for table in SCRATCH_TABLES:  # the tuner's, not the app's: 6.5M rows at 1M events
+                con.execute(f"drop table {table}")
+        else:
+            (wanted, chosen, source, extra_info), tuning = fill(con), None
         if progress:
             progress("saving")
         report = _report(con, time.perf_counter() - started)
         report.params, report.params_source, report.tuning = chosen, source, tuning
-        _write_build_info(con, wanted, folder, report, input_format, folded)
+        _write_build_info(con, wanted, folder, report, input_format, extra_info)
         con.execute("checkpoint")
         con.close()
     except BaseException as error:
@@ -530,11 +545,10 @@ def _write_build_info(
     wanted: str,
     folder: Path,
     report: BuildReport,
-    input_format: load.InputFormat,
-    folded: dict[str, str],
+    input_format: load.InputFormat | None,
+    extra: dict | None = None,
 ) -> None:
     info = {
-        **folded,
         "fingerprint": wanted,
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "data_dir": str(folder.resolve()),
@@ -542,7 +556,8 @@ def _write_build_info(
         "model_params": json.dumps(report.params.as_dict(), sort_keys=True),
         "params_source": report.params_source,
         "build_seconds": f"{report.seconds:.2f}",
-        "input_format": json.dumps(dataclasses.asdict(input_format), sort_keys=True),
+        "input_format": json.dumps(dataclasses.asdict(input_format or load.InputFormat()), sort_keys=True),
+        **(extra or {}),  # the live events folded in (load_into), or where a build from a Parquet model came from
     }
     con.execute("create table build_info (key varchar primary key, value varchar not null)")
     con.executemany("insert into build_info values (?, ?)", list(info.items()))

@@ -55,7 +55,7 @@ where row_problem is null and genre is null;
 -- keys make joins and lookups several times cheaper than text ids.
 create table items as
 select
-    row_number() over (order by item_id)::integer as item_key,
+    cast(row_number() over (order by item_id) as integer) as item_key,
     item_id,
     coalesce(title, item_id) as title,
     coalesce(content_type, 'unknown') as content_type,

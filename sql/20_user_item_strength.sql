@@ -94,7 +94,7 @@ user_end as (
     select
         user_id,
         -- user_key: a dense integer standing for user_id inside the model
-        row_number() over (order by user_id)::integer as user_key,
+        cast(row_number() over (order by user_id) as integer) as user_key,
         max(last_watched_at) as user_end_at
     from per_pair
     group by user_id

@@ -72,6 +72,7 @@ scored as (
     from ease_weights
 ),
 
+-- [duckdb] the top n per item; Spark's version below (engine/dialect.py)
 top_neighbors as (
     -- DuckDB's max_by(arg, value, n) keeps each item's n best in a small heap
     -- instead of sorting every pair (elsewhere: row_number() over (partition
@@ -118,6 +119,50 @@ final as (
     where ranked.neighbor_rank <= model_params.max_neighbors
     group by ranked.item_key, item.item_id
 )
+
+-- [spark]
+-- -- Spark has no max_by(arg, value, n) nor ordered list(): the same top n by a
+-- -- window, and the list built from (rank, entry) structs sorted by rank.
+-- ranked as (
+--     select
+--         scored.item_key,
+--         scored.neighbor_key,
+--         scored.similarity,
+--         scored.support,
+--         row_number() over (
+--             partition by scored.item_key
+--             order by scored.similarity desc, scored.support desc, scored.neighbor_key
+--         ) as neighbor_rank
+--     from scored
+-- ),
+--
+-- final as (
+--     select
+--         ranked.item_key,
+--         item.item_id,
+--         transform(
+--             array_sort(collect_list(struct(
+--                 ranked.neighbor_rank as neighbor_rank,
+--                 ranked.neighbor_key as neighbor_key,
+--                 neighbor.item_id as neighbor_id,
+--                 ranked.similarity as similarity,
+--                 ranked.support as support
+--             ))),
+--             entry -> named_struct(
+--                 'neighbor_key', entry.neighbor_key,
+--                 'neighbor_id', entry.neighbor_id,
+--                 'similarity', entry.similarity,
+--                 'support', entry.support
+--             )
+--         ) as neighbors
+--     from ranked
+--     cross join model_params
+--     join items as item on item.item_key = ranked.item_key
+--     join items as neighbor on neighbor.item_key = ranked.neighbor_key
+--     where ranked.neighbor_rank <= model_params.max_neighbors
+--     group by ranked.item_key, item.item_id
+-- )
+-- [end]
 
 select * from final
 order by item_key;
