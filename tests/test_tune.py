@@ -127,6 +127,35 @@ def test_the_budget_stops_the_plan_but_runs_the_last_step(tmp_path):
     assert [t.step for t in result.trials] == ["start"] + ["popularity_prior"] * (len(tune.PRIORS) - 1)
 
 
+def scripted_tune(tmp_path, monkeypatch, ndcg_of):
+    """tune() with each trial's validation NDCG given by ndcg_of(params) instead of a model fit."""
+    monkeypatch.setattr(tune.Validation, "fit_and_score", lambda self, params, layers: (ndcg_of(params), 0.0, 0.0))
+    folder = write_dataset(tmp_path / "data", *hits_dataset())
+    with duckdb.connect(str(tmp_path / "t.db")) as con:
+        load_into(con, folder)
+        return tune.tune(con, budget_seconds=1e9)
+
+
+def test_an_ease_trial_far_below_the_best_ends_the_ease_trials(tmp_path, monkeypatch):
+    result = scripted_tune(tmp_path, monkeypatch, lambda p: 0.05 if p.neighbor_model == "ease" else 0.10)
+    ease = [t for t in result.trials if t.params["neighbor_model"] == "ease"]
+    assert [t.changes["ease_lambda"] for t in ease] == [500.0]
+    assert result.params.neighbor_model == "cosine"
+
+
+def test_with_ease_chosen_cosine_only_parameters_are_not_tried(tmp_path, monkeypatch):
+    def ndcg_of(params):
+        return (0.20 if params.neighbor_model == "ease" else 0.10) + params.ease_lambda / 1e6
+
+    result = scripted_tune(tmp_path, monkeypatch, ndcg_of)
+    assert result.params.neighbor_model == "ease"
+    assert {t.changes["ease_lambda"] for t in result.trials if "ease_lambda" in t.changes} == {500.0, 100.0, 2000.0}
+    after = result.trials[[t.kept for t in result.trials].index(True, 1):]  # from the first EASE kept on
+    tried = {name for t in after for name in t.changes}
+    assert not tried & tune.COSINE_ONLY
+    assert {"strength_formula", "popularity_prior"} <= tried  # (max_neighbors stays at EASE's 200)
+
+
 def test_a_large_validation_split_scores_a_fixed_sample_of_its_users(tmp_path, monkeypatch):
     monkeypatch.setattr(tune, "MAX_VALIDATION_USERS", 120)
     folder = write_dataset(tmp_path / "data", *hits_dataset())
