@@ -12,8 +12,10 @@ The file is --config, else $RECS_CONFIG, else ./recs.toml when there is one:
     max_neighbors = 30
 
 Each setting is taken from a flag, else the environment, else the file, else
-its default; a model parameter from --param, else the file's [model], else
-the build's own choice (tuned, or the defaults). Setting says which it was.
+its default; a model parameter from --param, else the environment
+(RECS_PARAM_<NAME>, e.g. RECS_PARAM_POPULARITY_PRIOR=3), else the file's
+[model], else the build's own choice (tuned, or the defaults). Setting says
+which it was.
 """
 
 from __future__ import annotations
@@ -114,6 +116,27 @@ def resolve(given: dict[str, Setting | None], path: Path | None) -> dict[str, Se
     return chosen
 
 
+PARAM_ENV_PREFIX = "RECS_PARAM_"
+"""A model parameter NAME is pinned from the environment by RECS_PARAM_<NAME in capitals>."""
+
+
+def param_env_name(name: str) -> str:
+    return PARAM_ENV_PREFIX + name.upper()
+
+
+def _from_environment() -> dict[str, str]:
+    """name -> text of each model parameter the environment pins; an unknown RECS_PARAM_ name is refused."""
+    known = {param_env_name(spec.name): spec.name for spec in fields(ModelParams)}
+    found = {}
+    for variable, text in os.environ.items():
+        if not variable.startswith(PARAM_ENV_PREFIX):
+            continue
+        if variable not in known:
+            raise BadArgument(f"unknown model parameter in the environment: {variable}; known: {', '.join(sorted(known))}")
+        found[known[variable]] = text
+    return found
+
+
 def model_settings(
     path: Path | None, assignments: list[str] | None = None, built: tuple[dict, str] | None = None
 ) -> tuple[ModelParams | None, dict[str, Setting]]:
@@ -123,7 +146,13 @@ def model_settings(
     built is (params, params_source) of the recs.db there is, shown when nothing pins them.
     """
     from_file = read_config(path).get("model", {})
-    pinned = ModelParams.from_dict(from_file) if from_file or assignments else None
+    from_environment = _from_environment()
+    pinned = ModelParams.from_dict(from_file) if from_file or from_environment or assignments else None
+    if from_environment:
+        try:
+            pinned = ModelParams.from_assignments([f"{name}={text}" for name, text in from_environment.items()], pinned)
+        except BadArgument as error:
+            raise BadArgument(f"environment {PARAM_ENV_PREFIX}*: {error}") from None
     if assignments:
         pinned = ModelParams.from_assignments(assignments, start=pinned)
     flagged = {assignment.partition("=")[0].strip() for assignment in assignments or ()}
@@ -134,6 +163,8 @@ def model_settings(
         name = spec.name
         if name in flagged:
             source = "flag --param"
+        elif name in from_environment:
+            source = f"environment {param_env_name(name)}"
         elif name in from_file:
             source = f"file {path}"
         elif pinned is None and built is not None:

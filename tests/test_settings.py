@@ -75,6 +75,28 @@ def test_model_parameters_of_the_file_pin_the_build(cli, folder):
     assert shown["heavy_threshold"] == {"value": 0.8, "source": "default"}
 
 
+def test_a_model_parameter_from_the_environment_comes_between_flag_and_file(cli, folder, monkeypatch):
+    (folder / "recs.toml").write_text("[model]\nmax_neighbors = 3\npopularity_prior = 0\n")
+    monkeypatch.setenv("RECS_PARAM_MAX_NEIGHBORS", "7")
+    shown = params_of(cli("params", "--json"))
+    assert shown["max_neighbors"] == {"value": 7, "source": "environment RECS_PARAM_MAX_NEIGHBORS"}
+    assert shown["popularity_prior"] == {"value": 0.0, "source": "file recs.toml"}
+    assert params_of(cli("params", "--param", "max_neighbors=5", "--json"))["max_neighbors"]["source"] == "flag --param"
+    result = cli("popular", "--k", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    con = duckdb.connect(str(folder / "recs.db"), read_only=True)
+    assert con.execute("select max_neighbors from model_params").fetchone() == (7,)
+    con.close()
+    monkeypatch.setenv("RECS_PARAM_MAX_NEIGHBOURS", "7")
+    result = cli("params")
+    assert result.exit_code == 1 and "unknown model parameter in the environment: RECS_PARAM_MAX_NEIGHBOURS" in result.stderr
+    monkeypatch.delenv("RECS_PARAM_MAX_NEIGHBOURS")
+    monkeypatch.setenv("RECS_PARAM_MAX_NEIGHBORS", "many")
+    result = cli("params")
+    assert result.exit_code == 1 and "RECS_PARAM_" in result.stderr and "max_neighbors" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_unpinned_parameters_show_what_recs_db_was_built_with(cli, folder):
     engine.build(folder / "recs.db", folder / "data", PLAIN)
     shown = params_of(cli("params", "--json"))
