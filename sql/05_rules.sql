@@ -4,6 +4,16 @@
 -- a model table (a user's key, the eligible popular list) open
 -- sql/50_serving.sql.
 
+-- tie_value: x to 12 significant digits, for ranking: values equal but for
+-- the last bits (sums added in another order by parallel threads) tie, and
+-- the tie rule decides between them the same way every build.
+-- (The scale of round is a constant, as Spark requires: x is scaled to [1, 10) first.)
+create or replace macro tie_value(x) as
+    case
+        when x = 0 or x is null then x
+        else round(x / power(10, floor(log10(abs(x)))), 11) * power(10, floor(log10(abs(x))))
+    end;
+
 -- half_life_weight: 1 for something days_ago = 0, halving every half_life_days;
 -- half_life_days = 0 turns decay off (always 1).
 create or replace macro half_life_weight(days_ago, half_life_days) as

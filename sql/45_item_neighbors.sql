@@ -76,12 +76,14 @@ scored as (
 top_neighbors as (
     -- DuckDB's max_by(arg, value, n) keeps each item's n best in a small heap
     -- instead of sorting every pair (elsewhere: row_number() over (partition
-    -- by item_key order by ...) <= n). Ties: more support, then lower key.
+    -- by item_key order by ...) <= n). Ties (tie_value): more support, then lower key.
     select
         scored.item_key,
         max_by(
             struct_pack(neighbor_key := scored.neighbor_key, similarity := scored.similarity, support := scored.support),
-            struct_pack(similarity := scored.similarity, support := scored.support, key_order := -scored.neighbor_key),
+            struct_pack(
+                similarity := tie_value(scored.similarity), support := scored.support, key_order := -scored.neighbor_key
+            ),
             greatest(model_params.max_neighbors, 1)  -- n must be positive; 0 is applied below
         ) as best
     from scored
@@ -131,7 +133,7 @@ final as (
 --         scored.support,
 --         row_number() over (
 --             partition by scored.item_key
---             order by scored.similarity desc, scored.support desc, scored.neighbor_key
+--             order by tie_value(scored.similarity) desc, scored.support desc, scored.neighbor_key
 --         ) as neighbor_rank
 --     from scored
 -- ),
