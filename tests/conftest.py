@@ -111,6 +111,27 @@ def cli(monkeypatch):
 
 
 @pytest.fixture
+def run(cli, tiny_dir):
+    """cli on the tiny example, recs.db built beforehand so stderr carries no 'Built' line."""
+    db = tiny_dir.parent / "recs.db"
+    engine.build(db, tiny_dir, PLAIN)
+
+    def invoke(*args):
+        return cli("--db", db, "--data-dir", tiny_dir, *args)
+
+    return invoke
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now, for a real server process."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
 def run_bundled(cli, bundled_db):
     """cli on the bundled data's session-wide recs.db."""
 

@@ -53,16 +53,6 @@ def ids(payload: dict) -> list[str]:
     return [item["item_id"] for item in payload["items"]]
 
 
-@pytest.fixture
-def run(cli, tiny_dir):
-    """cli on the tiny example, recs.db built beforehand so stderr carries no 'Built' line."""
-    db = tiny_dir.parent / "recs.db"
-    engine.build(db, tiny_dir, PLAIN)
-
-    def invoke(*args):
-        return cli("--db", db, "--data-dir", tiny_dir, *args)
-
-    return invoke
 
 
 def test_popular_table_lists_top_items_in_popularity_order(run):

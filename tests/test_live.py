@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ import api
 import engine
 from engine import live
 from engine.config import PLAIN
-from conftest import ROOT, TINY_EVENTS, TINY_ITEMS, TINY_USERS, write_csv, write_dataset, EVENTS_HEADER
+from conftest import ROOT, TINY_EVENTS, TINY_ITEMS, TINY_USERS, write_csv, write_dataset, EVENTS_HEADER, free_port
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*httpx.*", category=UserWarning)
@@ -209,12 +208,6 @@ def test_a_read_only_server_refuses_writes(built, tiny_dir):
 
 
 # --- durability, every process, folding -------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_an_accepted_batch_survives_a_sigkill_of_the_server(built, tiny_dir):

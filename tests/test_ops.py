@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import pytest
 import api
 import engine
 from engine.config import PLAIN
-from conftest import ROOT, TINY_EVENTS, TINY_ITEMS, TINY_USERS, write_dataset
+from conftest import ROOT, TINY_EVENTS, TINY_ITEMS, TINY_USERS, free_port, write_dataset
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*httpx.*", category=UserWarning)
@@ -155,12 +154,6 @@ def test_live_events_that_waited_long_enough_are_folded_in_by_a_background_build
         assert health["rows"]["events"] == 6  # in the model now, counted once
         assert [row["count_plays"] for row in test_client.get("/users/u3/history").json()["items"]
                 if row["item_id"] == "i2"] == [1]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_serve_with_two_workers_shares_live_events(built, tiny_dir):

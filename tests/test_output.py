@@ -25,15 +25,6 @@ QUERIES = {
 }
 
 
-@pytest.fixture
-def run(cli, tiny_dir):
-    db = tiny_dir.parent / "recs.db"
-    engine.build(db, tiny_dir, PLAIN)
-
-    def invoke(*args):
-        return cli("--db", db, "--data-dir", tiny_dir, *args)
-
-    return invoke
 
 
 @pytest.mark.parametrize("command", list(QUERIES))
