@@ -484,7 +484,8 @@ def evaluate(
     """Measure recommendation quality offline: hide the latest events, predict them.
 
     The model is built from the training events in a temporary database
-    (recs.db is not touched) and compared with most-popular at k.
+    (recs.db is not touched) and compared at k with most-popular and the
+    most watched over the training part's last 7 and 30 days.
 
     Example: python cli.py evaluate --split user --k 10
     """

@@ -1,9 +1,11 @@
-"""Compare our recommender with six peers, on several datasets and splits in one run.
+"""Compare our recommender with eight peers, on several datasets and splits in one run.
 
 The peers, the same in every run: most-popular (the app's popular fill,
-engine.evaluate.MOST_POPULAR), the `implicit` library's item cosine and BM25
-(K=100) and ALS (64 factors), EASE (lambda 500) and RP3beta (alpha 1, beta
-0.5, K=100) from benchmarks/peers.py. Our models come from our_models().
+engine.evaluate.MOST_POPULAR), the two trend lists (most watched over the
+training part's last 7 and 30 days, engine.evaluate.TRENDS), the `implicit`
+library's item cosine and BM25 (K=100) and ALS (64 factors), EASE (lambda
+500) and RP3beta (alpha 1, beta 0.5, K=100) from benchmarks/peers.py. Our
+models come from our_models().
 
 Every model is scored on the same split and by the same metric code
 (engine.metrics.score with the Evaluation's relevant items and catalogue
@@ -51,7 +53,7 @@ from common import ROOT, environment  # noqa: E402
 
 from engine import ModelParams  # noqa: E402
 from engine.errors import RecsError  # noqa: E402
-from engine.evaluate import MOST_POPULAR, TUNED, Evaluation  # noqa: E402
+from engine.evaluate import MOST_POPULAR, TRENDS, TUNED, Evaluation  # noqa: E402
 from engine.metrics import Scores, score  # noqa: E402
 
 SPLIT_CHOICES = {"global": ("global",), "user": ("user",), "both": ("global", "user")}
@@ -169,7 +171,7 @@ MATRIX_PEERS = (
         f"RP3beta a={peers.RP3_ALPHA:g} b={peers.RP3_BETA:g} K={peers.RP3_NEIGHBOURS}", peers.rp3beta_weights
     ),
 )
-PEER_NAMES = (MOST_POPULAR_NAME, *(peer.name for peer in MATRIX_PEERS))
+PEER_NAMES = (MOST_POPULAR_NAME, *(trend.name for trend in TRENDS), *(peer.name for peer in MATRIX_PEERS))
 
 
 def score_matrix_peer(peer, train: TrainMatrix, evaluation: Evaluation, k: int) -> Scores:
@@ -210,6 +212,9 @@ def run_split(dataset: str, folder: Path, split: str, k: int, test_frac: float) 
             results.append(score_ours(name, model, evaluation, k))
         progress(f"scoring {MOST_POPULAR_NAME}")
         results.append(evaluation.score(MOST_POPULAR_NAME, MOST_POPULAR, k))
+        for trend in TRENDS:
+            progress(f"scoring {trend.name}")
+            results.append(evaluation.score(trend.name, trend, k))
         train = train_matrix(evaluation)
         for peer in MATRIX_PEERS:
             progress(f"scoring {peer.name}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -32,9 +34,44 @@ TUNED = None
 """In a models mapping: the parameters a build would choose, tuned on the training part only."""
 
 
-def default_models() -> dict[str, ModelParams | None]:
-    """The app's recommender as a build makes it (self-tuned), with its defaults, and most-popular."""
-    return {"recs (tuned)": TUNED, "recs (defaults)": ModelParams(), "most popular": MOST_POPULAR}
+@dataclass(frozen=True)
+class Trend:
+    """The trend peer: most watched (sum of watch_seconds) over the training part's last `days` days,
+    all-time popularity as the tie-break, watched items excluded (sql/evaluation.sql, trending_top_k).
+    A fixed window: nothing is tuned."""
+
+    days: int
+
+    @property
+    def name(self) -> str:
+        return f"most popular, last {self.days} days"
+
+
+TRENDS = (Trend(7), Trend(30))
+"""The two trend peers every comparison shows beside most-popular."""
+
+Model = ModelParams | Trend | None
+"""What a models mapping holds: parameters of our model, TUNED, or a trend peer."""
+
+
+def default_models() -> dict[str, Model]:
+    """The app's recommender as a build makes it (self-tuned), with its defaults, most-popular and
+    the two trend lists."""
+    models: dict[str, Model] = {"recs (tuned)": TUNED, "recs (defaults)": ModelParams(), "most popular": MOST_POPULAR}
+    models.update({trend.name: trend for trend in TRENDS})
+    return models
+
+
+def trending_lists(con: duckdb.DuckDBPyConnection, trend: Trend, k: int, users: list[str]) -> dict[str, list[str]]:
+    """The trend peer's top k for each of users, best first, from the training events in con."""
+    lists: dict[str, list[str]] = defaultdict(list)
+    rows = con.execute(
+        "select user_id, item_id from trending_top_k($days, $k, $users::varchar[]) order by user_id, rank",
+        {"days": trend.days, "k": k, "users": sorted(users)},
+    ).fetchall()
+    for user_id, item_id in rows:
+        lists[user_id].append(item_id)
+    return lists
 
 
 class Evaluation:
@@ -85,8 +122,13 @@ class Evaluation:
         """The current model's top k for every evaluated user."""
         return top_k_lists(self.con, k)
 
-    def score(self, name: str, params: ModelParams | None, k: int = 10) -> Scores:
-        """Fit one model (TUNED: tuned on the training part) and score its top k."""
+    def score(self, name: str, params: Model, k: int = 10) -> Scores:
+        """Fit one model (TUNED: tuned on the training part; a Trend: nothing to fit) and score its top k."""
+        if isinstance(params, Trend):
+            started = time.perf_counter()
+            lists = trending_lists(self.con, params, k, list(self.relevant))
+            seconds = time.perf_counter() - started
+            return score(name, lists, self.relevant, k, self.catalogue_size, seconds)
         seconds = self.fit(params)
         return score(name, self.recommendations(k), self.relevant, k, self.catalogue_size, seconds)
 
@@ -106,11 +148,12 @@ def evaluate(
     split: str = "global",
     test_frac: float = 0.2,
     k: int = 10,
-    models: dict[str, ModelParams | None] | None = None,
+    models: dict[str, Model] | None = None,
     progress: Progress | None = None,
     input_format: InputFormat | None = None,
 ) -> list[Scores]:
-    """Score each model (default: the app's, tuned and with its defaults, and most-popular) on one split of folder."""
+    """Score each model (default: the app's, tuned and with its defaults, most-popular and the two
+    trend lists) on one split of folder."""
     if k < 1:
         raise BadArgument(f"k must be at least 1, not {k}")
     with Evaluation(folder, split, test_frac, progress, input_format) as evaluation:

@@ -53,3 +53,64 @@ where test.is_test
         select 1 from events as train
         where train.user_id = test.user_id and train.item_id = test.item_id
     );
+
+-- trending_top_k: the trend peer, "most watched over the training part's last
+-- window_days days". For each user of for_users (a list of user ids), the
+-- top_k items by watch_seconds summed over the training events of the window
+-- (the window_days days up to the last training event), ties by all-time
+-- training watch_seconds, then item_id; items the user watched in training
+-- are excluded. Nothing in it is tuned. One row per user and rank.
+create or replace macro trending_top_k(window_days, top_k, for_users) as table
+with training_end as (
+    select max(watched_at) as end_at
+    from events
+),
+
+per_item as (
+    select
+        items.item_id,
+        coalesce(
+            sum(events.watch_seconds) filter (
+                where events.watched_at > training_end.end_at - to_days(cast(window_days as integer))
+            ),
+            0
+        ) as window_watch_seconds,
+        coalesce(sum(events.watch_seconds), 0) as watch_seconds
+    from items
+    cross join training_end
+    left join events on events.item_id = items.item_id
+    group by items.item_id
+),
+
+trend as (
+    select
+        item_id,
+        window_watch_seconds,
+        row_number() over (order by window_watch_seconds desc, watch_seconds desc, item_id) as trend_rank
+    from per_item
+),
+
+chosen as (
+    -- a user can skip at most as many items of the list as they watched
+    select
+        chosen_ids.user_id,
+        count(distinct events.item_id) as count_watched
+    from (select unnest(for_users) as user_id) as chosen_ids
+    left join events on events.user_id = chosen_ids.user_id
+    group by chosen_ids.user_id
+),
+
+final as (
+    select
+        chosen.user_id,
+        trend.item_id,
+        trend.window_watch_seconds,
+        row_number() over (partition by chosen.user_id order by trend.trend_rank) as rank
+    from chosen
+    join trend on trend.trend_rank <= chosen.count_watched + top_k
+    anti join events on events.user_id = chosen.user_id and events.item_id = trend.item_id
+)
+
+select * from final
+where rank <= top_k
+order by user_id, rank;

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -12,7 +13,7 @@ import pytest
 
 import engine
 from conftest import random_dataset, write_dataset
-from engine.evaluate import Evaluation
+from engine.evaluate import TRENDS, Evaluation, Trend, trending_lists
 from engine.metrics import hit_rate_at_k, mean_and_standard_error, ndcg_at_k, recall_at_k, score
 
 
@@ -99,6 +100,63 @@ def test_bad_split_arguments_are_refused(split_dir):
         Evaluation(split_dir, "user", 1.5)
 
 
+# --- the trend peers ----------------------------------------------------------------
+
+# day of January 2026, user, item, seconds. The training part ends on day 60:
+# in its last 7 days only "weekly" is watched (2,500 s); in its last 30 days
+# "monthly" leads (6,000 s) ahead of "weekly"; "classic" has the most seconds
+# of all time (15,000), then "monthly", then "quiet"; "unwatched" has none.
+# The two test events (days 61, 62) are long: were they counted, "classic"
+# and "monthly" would lead both windows.
+TREND_EVENTS = [
+    (1, "u1", "classic", 5000), (1, "u2", "classic", 5000), (1, "u3", "classic", 5000),
+    (2, "u4", "quiet", 100),
+    (40, "u1", "monthly", 3000), (40, "u2", "monthly", 3000),
+    (58, "u3", "weekly", 2000), (60, "u5", "weekly", 500),
+    (61, "u4", "classic", 20000), (62, "u5", "monthly", 20000),
+]
+
+
+@pytest.fixture
+def trend_evaluation(tmp_path):
+    users = [(f"u{n}", 30, "F", "Jakarta") for n in range(1, 6)]
+    items = [(item, item.title(), "movie", "drama") for item in ("classic", "monthly", "quiet", "unwatched", "weekly")]
+    events = [
+        (user, item, "play", seconds, (datetime(2026, 1, 1, 12) + timedelta(days=day - 1)).isoformat() + "Z")
+        for day, user, item, seconds in TREND_EVENTS
+    ]
+    # 10 events, test_frac 0.2: the 0.8 quantile of time is day 60, so days 61 and 62 are test
+    with Evaluation(write_dataset(tmp_path / "data", users, items, events), "global", 0.2) as evaluation:
+        yield evaluation
+
+
+def test_the_item_watched_most_in_the_last_7_days_ranks_first_for_the_7_day_trend(trend_evaluation):
+    assert dict(trend_evaluation.relevant) == {"u4": {"classic"}, "u5": {"monthly"}}
+    lists = trending_lists(trend_evaluation.con, Trend(7), 4, ["u4", "u5"])
+    # then all-time seconds break the ties at 0; each user's watched item is left out
+    assert lists == {"u4": ["weekly", "classic", "monthly", "unwatched"], "u5": ["classic", "monthly", "quiet", "unwatched"]}
+
+
+def test_the_item_watched_most_in_the_last_30_days_ranks_first_for_the_30_day_trend(trend_evaluation):
+    lists = trending_lists(trend_evaluation.con, Trend(30), 4, ["u4", "u5"])
+    assert lists == {"u4": ["monthly", "weekly", "classic", "unwatched"], "u5": ["monthly", "classic", "quiet", "unwatched"]}
+
+
+def test_trend_peers_are_scored_like_any_model(trend_evaluation):
+    # 30 days: u5 gets monthly first (NDCG 1), u4 gets classic third (1 / log2 4 = 0.5)
+    result = trend_evaluation.score("t", Trend(30), k=3)
+    assert (result.users, result.ndcg, result.coverage) == (2, pytest.approx(0.75), pytest.approx(4 / 5))
+    # 7 days: u4 gets classic second (1 / log2 3), u5 monthly second
+    assert trend_evaluation.score("t", Trend(7), k=3).ndcg == pytest.approx(1 / math.log2(3))
+    assert [trend.days for trend in TRENDS] == [7, 30]
+
+
+def test_trend_lists_are_short_only_when_the_catalogue_runs_out(trend_evaluation):
+    lists = trending_lists(trend_evaluation.con, Trend(7), 10, ["u4", "u5", "nobody"])
+    assert [len(lists[user]) for user in ("u4", "u5")] == [4, 4]  # 5 items, one watched
+    assert lists["nobody"] == ["weekly", "classic", "monthly", "quiet", "unwatched"]
+
+
 # --- no peeking -----------------------------------------------------------------------
 
 MODEL_TABLES = {
@@ -149,7 +207,9 @@ def test_evaluate_command_prints_both_models(cli, tmp_path):
     assert result.exit_code == 0, result.stderr
     payload = json.loads(result.stdout)
     assert payload["split"] == "user" and payload["k"] == 5
-    assert [r["model"] for r in payload["results"]] == ["recs (tuned)", "recs (defaults)", "most popular"]
+    assert [r["model"] for r in payload["results"]] == [
+        "recs (tuned)", "recs (defaults)", "most popular", "most popular, last 7 days", "most popular, last 30 days",
+    ]
     assert all(0 <= r["ndcg"] <= 1 and r["users"] > 0 for r in payload["results"])
     assert not (tmp_path / "recs.db").exists()  # evaluation never touches recs.db
 
