@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import duckdb
 
-from . import live, load, sqlfiles
+from . import clock, live, load, sqlfiles
 from .config import ModelParams
 from .db import configure, open_read_only
 from .errors import BuildError, DiskFull, NotOurDatabase, RecsError
@@ -319,33 +319,74 @@ def load_into(
             sqlfiles.run_file(con, path)
         step("reading CSV files")
         paths_read = load.stage_all(con, folder, Path(scratch), input_format)
-        specs = load.SPECS
+        live_file = None
         if live_log is not None and live_log.committed() > 0:
-            # a copy of what is committed now: appends during the build are for the overlay
-            copy = Path(scratch) / live_log.path.name
-            end, check = live_log.copy_committed(copy)
-            spec = load.CsvSpec(live_log.path.name, "live_events", live.COLUMNS)
-            paths_read[spec.file] = load.stage(con, copy, spec, Path(scratch))
-            specs = load.SPECS + (spec,)
+            # what is committed now: appends during the build are for the overlay
+            end = live_log.committed()
+            live_file = _stage_live(con, live_log, end)
             con.execute("alter view raw_events rename to raw_events_csv")
             con.execute(
                 "create temp view raw_events as "
                 "select * from raw_events_csv union all by name select * from raw_live_events"
             )
-            folded.update(live_folded_bytes=str(end), live_folded_check=check)
+            folded.update(live_folded_bytes=str(end), live_folded_check=live_log.tail_digest(end))
         step("validating rows")
+        con.execute(clock.view_sql())  # the present the timestamp rule reads
         _keep_row_order(con, False)
         for path in sqlfiles.build_files(layer="load"):
             sqlfiles.run_file(con, path)
         _keep_row_order(con, True)  # line numbers are counted in file order
-        load.finish_issues(con, paths_read, specs)
-        if len(specs) > len(load.SPECS):
+        load.finish_issues(con, paths_read)
+        if live_file is not None:
+            con.execute(
+                """
+                insert into load_issues
+                select issue.file, lines.line, issue.column_name, issue.problem, issue.action, lines.raw_text
+                from load_issue_records as issue
+                join live_event_lines as lines on lines.rec_no = issue.rec_no
+                where issue.file = $file
+                """,
+                {"file": live_file},
+            )
             kept = con.execute(
                 "select count(*) from events_checked where file = $file and row_problem is null",
-                {"file": specs[-1].file},
+                {"file": live_file},
             ).fetchone()[0]
             folded["live_folded_events"] = str(kept)
     return folded
+
+
+def _stage_live(con: duckdb.DuckDBPyConnection, live_log: "live.EventLog", end: int) -> str:
+    """The events of the log's first end bytes as raw_live_events (text columns, like a staged
+    CSV), each with the log line of its batch for load_issues. Returns the file name reported."""
+    events, lines = [], []
+    for record in live_log.records(0, end):
+        events += record.events
+        lines += [record.line] * len(record.events)
+    file = live_log.path.name
+    columns = list(zip(*events)) if events else [[] for _ in live.COLUMNS]
+    con.execute(
+        """
+        create temp table raw_live_events as
+        select
+            $file as file,
+            unnest(range($count)) as rec_no,
+            unnest($user_id::varchar[]) as user_id,
+            unnest($item_id::varchar[]) as item_id,
+            unnest($event_type::varchar[]) as event_type,
+            unnest($watch_seconds::varchar[]) as watch_seconds,
+            unnest($timestamp::varchar[]) as "timestamp"
+        """,
+        {"file": file, "count": len(events), **{name: list(values) for name, values in zip(live.COLUMNS, columns)}},
+    )
+    con.execute(
+        """
+        create temp table live_event_lines as
+        select unnest(range($count)) as rec_no, unnest($lines::bigint[]) as line, unnest($raw::varchar[]) as raw_text
+        """,
+        {"count": len(events), "lines": lines, "raw": [",".join(event) for event in events]},
+    )
+    return file
 
 
 def model_into(

@@ -208,6 +208,8 @@ def _string_agg(args: list[str]) -> str:
 FUNCTIONS = {
     # DuckDB's full-match regex test; Spark's rlike finds a match anywhere
     "regexp_full_match": None,  # needs the literal table: see _regexp_full_match
+    # DuckDB's "matches anywhere" regex test is Spark's rlike
+    "regexp_matches": lambda args: f"({args[0]} rlike {args[1]})",
     # seconds since 1970 as a double
     "epoch": lambda args: f"(unix_micros({args[0]}) / 1000000.0D)",
     "epoch_us": lambda args: f"unix_micros({args[0]})",

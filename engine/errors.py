@@ -60,3 +60,15 @@ class InvalidEvents(BadArgument):
             f"{len(problems)} invalid event(s), none of the batch was kept: "
             f"event {first.index}, {first.field}: {first.problem}{more}"
         )
+
+
+class LogDamaged(RecsError):
+    """The live event log or its committed length is damaged: refused rather than guessed at."""
+
+
+class StorageFull(RecsError):
+    """The disk filled while a batch of live events was written; nothing of it was kept."""
+
+
+class IdempotencyConflict(BadArgument):
+    """An Idempotency-Key already used for a different batch of events."""

@@ -1,12 +1,12 @@
-"""Live events: an append-only log beside recs.db, overlaid on the built model.
+"""Live events: checked by the loader's rules, kept in a log beside recs.db, overlaid on the model.
 
-An event accepted by `POST /events` or `python cli.py ingest` is appended to
-<db>.live-events.csv (the columns of events.csv, one checked event a line)
-and fsynced, then the log's committed length is written to
-<db>.live-events.csv.committed and fsynced: only then is it accepted. A batch
-is all or nothing: an append a crash cut short is past the committed length,
-never read, and cut off by the next append. Appends are serialised by an
-flock on the log, so concurrent writers (threads or processes) lose nothing.
+An event accepted by `POST /events` or `python cli.py ingest` passes the
+first statement of sql/12_events.sql (the rules events.csv is loaded with),
+then its batch is appended to <db>.live-events.log as one framed, checksummed
+record and made durable before it is acknowledged (engine/eventlog.py: the
+format, what counts as damage, and repair). A batch is all or nothing.
+Appends are serialised by an flock on the log, so concurrent writers
+(threads or processes) lose nothing.
 
 Every process that opens recs.db reads the log past what the build folded
 (build_info.live_folded_bytes) into an in-memory catalog, runs
@@ -18,11 +18,6 @@ and records how far it read, so no event counts twice.
 
 from __future__ import annotations
 
-import csv
-import fcntl
-import hashlib
-import io
-import os
 import tempfile
 import threading
 import time
@@ -32,17 +27,14 @@ from pathlib import Path
 
 import duckdb
 
-from . import load, sqlfiles
+from . import clock, load, sqlfiles
 from .errors import BadArgument, DataFileError
+from . import eventlog
+from .eventlog import EventLog, log_path  # noqa: F401 (the log's home; re-exported for callers of live)
 
-LOG_SUFFIX = ".live-events.csv"
 COLUMNS = ("user_id", "item_id", "event_type", "watch_seconds", "timestamp")
-HEADER = (",".join(COLUMNS) + "\n").encode()
 MAX_BATCH = 10_000
 """The most events one POST /events may carry."""
-CHECK_BYTES = 4096
-"""A build records a digest of the log's last this many bytes before where it stopped reading,
-so a log replaced since (a different file) is read from its start."""
 
 OVERLAY_SQL = sqlfiles.SQL_DIR / "live_overlay.sql"
 OVERLAY_TABLES_SQL = sqlfiles.SQL_DIR / "live_tables.sql"
@@ -76,11 +68,6 @@ OVERLAY_VIEWS = (
 )
 
 
-def log_path(db: Path) -> Path:
-    """Where the live events of db are kept: <db>.live-events.csv."""
-    return db.with_name(db.name + LOG_SUFFIX)
-
-
 @dataclass(frozen=True)
 class Problem:
     """One invalid event: its position in the batch (0-based) or its line in a file."""
@@ -93,124 +80,39 @@ class Problem:
         return {"index": self.index, "field": self.field, "problem": self.problem}
 
 
-class EventLog:
-    """The append-only log of live events and its committed length."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.committed_path = path.with_name(path.name + ".committed")
-
-    def committed(self) -> int:
-        """Bytes of the log that were accepted (0 when there is no log)."""
-        try:
-            raw = self.committed_path.read_bytes()
-        except FileNotFoundError:
-            return 0
-        text = raw.decode("ascii", "replace").strip()
-        return int(text) if text.isdigit() else 0
-
-    def stamp(self) -> tuple[int, int] | None:
-        """Changes whenever an append commits (cheap: one stat)."""
-        try:
-            stat = self.committed_path.stat()
-        except FileNotFoundError:
-            return None
-        return stat.st_ino, stat.st_mtime_ns
-
-    def append(self, rows: list[tuple[str, str, str, str, str]]) -> tuple[int, int]:
-        """Append rows (already checked) and make them durable; returns where they start and
-        the committed length after them."""
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerows(rows)
-        data = buffer.getvalue().encode("utf-8")
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            committed = self.committed() if os.fstat(fd).st_size else 0
-            if committed == 0:
-                data = HEADER + data
-            # whatever lies past the committed length is an append a crash cut short: never accepted
-            os.ftruncate(fd, committed)
-            written = 0
-            while written < len(data):
-                written += os.pwrite(fd, data[written:], committed + written)
-            os.fsync(fd)
-            end = committed + len(data)
-            self._write_committed(end)
-            if committed == 0:
-                _fsync_folder(self.path.parent)
-            return (len(HEADER) if committed == 0 else committed), end
-        finally:
-            os.close(fd)  # releases the flock
-
-    def _write_committed(self, end: int) -> None:
-        """The committed length, replaced atomically: a new file, fsynced, renamed over the old."""
-        temp = self.committed_path.with_name(f"{self.committed_path.name}.{os.getpid()}-{threading.get_ident()}")
-        with open(temp, "wb") as handle:
-            handle.write(f"{end}\n".encode())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, self.committed_path)
-        _fsync_folder(self.path.parent)
-
-    def read(self, start: int, end: int) -> list[list[str]]:
-        """The events in bytes [start, end) of the log (start at a line start; 0 skips the header)."""
-        if end <= start:
-            return []
-        with open(self.path, "rb") as handle:
-            handle.seek(start)
-            data = handle.read(end - start)
-        reader = csv.reader(io.StringIO(data.decode("utf-8", "replace"), newline=""))
-        rows = list(reader)
-        return rows[1:] if start == 0 else rows
-
-    def copy_committed(self, target: Path) -> tuple[int, str]:
-        """Copy the committed part of the log to target; returns (its length, tail digest)."""
-        end = self.committed()
-        with open(self.path, "rb") as source, open(target, "wb") as out:
-            remaining = end
-            while remaining:
-                chunk = source.read(min(remaining, 1 << 20))
-                if not chunk:
-                    break
-                out.write(chunk)
-                remaining -= len(chunk)
-        return end, self.tail_digest(end)
-
-    def tail_digest(self, end: int) -> str:
-        """A digest of the CHECK_BYTES bytes before end: which log a folded length belongs to."""
-        if end <= 0:
-            return ""
-        try:
-            with open(self.path, "rb") as handle:
-                handle.seek(max(0, end - CHECK_BYTES))
-                return hashlib.sha256(handle.read(min(end, CHECK_BYTES))).hexdigest()
-        except FileNotFoundError:
-            return ""
-
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 # --- checking events with the loader's own rules -------------------------------------
 
 
 def as_text(value) -> str | None:
-    """A JSON value as the text a CSV field would hold (None stays None: a blank field)."""
-    if value is None or isinstance(value, str):
+    """A JSON value as the text a CSV field would hold (None stays None: a blank field).
+
+    A number is kept as it was written where it is plain (the API parses JSON numbers
+    as text, see api.parse_events); a float becomes positional text, 1e-05 as 0.00001.
+    TypeError for anything else, ValueError for text that is not valid Unicode (a lone
+    surrogate, which JSON can spell but no file can hold)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("is not valid Unicode text (a lone surrogate)") from None
         return value
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
-    if isinstance(value, float):
-        return format(Decimal(repr(value)), "f")  # positional: 1e-05 is 0.00001, as a CSV would say it
+    if isinstance(value, (float, Decimal)):
+        number = Decimal(repr(value)) if isinstance(value, float) else value
+        if not number.is_finite() or abs(number.adjusted()) > 15:
+            return str(value)[:40]  # no positional form worth writing out: the rules refuse it
+        return format(number, "f")
     raise TypeError(type(value).__name__)
+
+
+def _shown(name: str) -> str:
+    """A field name from a request, short enough to quote back."""
+    return repr(name[:40] + "..." if len(name) > 40 else name)
 
 
 def check_rows(cursor: duckdb.DuckDBPyConnection, rows: list[dict]) -> tuple[list[tuple], list[Problem]]:
@@ -228,14 +130,20 @@ def check_rows(cursor: duckdb.DuckDBPyConnection, rows: list[dict]) -> tuple[lis
             row = {}
         extra = sorted(set(row) - set(COLUMNS))
         if extra:
-            problems.append(Problem(index, extra[0], f"unexpected field {extra[0]!r} (expected {', '.join(COLUMNS)})"))
+            problems.append(Problem(
+                index, extra[0][:40], f"unexpected field {_shown(extra[0])} (expected {', '.join(COLUMNS)})"
+            ))
         for name in COLUMNS:
             try:
                 columns[name].append(as_text(row.get(name)))
             except TypeError as error:
                 problems.append(Problem(index, name, f"{name} must be text or a number, not {error}"))
                 columns[name].append(None)
+            except ValueError as error:
+                problems.append(Problem(index, name, f"{name} {error}"))
+                columns[name].append(None)
     cursor.execute("drop table if exists temp.events_checked")
+    cursor.execute(clock.view_sql())
     cursor.execute(
         """
         create or replace temp table raw_events as
@@ -275,6 +183,7 @@ def check_rows(cursor: duckdb.DuckDBPyConnection, rows: list[dict]) -> tuple[lis
 
 
 def _utc_text(value) -> str:
+    """A checked event time (a naive UTC datetime) as the log writes it."""
     return value.isoformat() + "Z"
 
 
@@ -305,6 +214,7 @@ def check_file(db: Path, path: Path) -> tuple[list[tuple], list[dict]]:
         con.execute("create temp view items as select * from recs.items")
         with tempfile.TemporaryDirectory(prefix="recs-ingest-") as scratch:
             read = load.stage(con, path, spec, Path(scratch))
+            con.execute(clock.view_sql())
             con.execute(CHECK_EVENTS)
             con.execute(
                 """
@@ -536,8 +446,9 @@ class LiveOverlay:
 def ingest(db: Path, path: Path) -> IngestReport:
     """Append the good events of a CSV file to db's live log; report the bad ones by line."""
     good, issues = check_file(db, path)
-    if good:
-        EventLog(log_path(db)).append(good)
+    log = EventLog(log_path(db))
+    for start in range(0, len(good), MAX_BATCH):  # records of a bounded size
+        log.append(good[start:start + MAX_BATCH])
     return IngestReport(len(good), issues)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 
-from . import config, live, serving
+from . import config, eventlog, live, serving
 from .build import Progress, built_state, ensure_built
 from .config import ModelParams
 from .db import ReadOnlyDatabase, open_read_only
@@ -268,20 +268,27 @@ class Recommender:
             and index.generation == self.database.generation and index.live.version == self.live.version
         )
 
-    def add_events(self, events: list[dict]) -> int:
+    def add_events(self, events: list[dict], idempotency_key: str | None = None) -> int:
         """Check a batch of events (dicts with the columns of events.csv) by the loader's rules and
         append it to the live log, durably; all or nothing. Returns how many were accepted;
-        InvalidEvents (naming each bad event's index, field and problem) when any is invalid."""
+        InvalidEvents (naming each bad event's index, field and problem) when any is invalid.
+
+        idempotency_key: a batch sent again with the same key within a day (a retry whose answer
+        was lost) is not added again; its first answer is returned. The same key with another
+        batch is IdempotencyConflict."""
         live.check_batch_size(events)
         good, problems = live.check_rows(self.database.cursor(), events)
         if problems:
             raise InvalidEvents(problems)
-        if good:
-            start, end = self.live.log.append(good)
-            self.live.add_checked(good, start, end)
+        if not good:
+            return 0
+        digest = eventlog.batch_digest(events) if idempotency_key is not None else None
+        appended = self.live.log.append(good, idempotency_key, digest)
+        if not appended.replayed:
+            self.live.add_checked(good, appended.start, appended.end)
             if self.fast:
                 self.serving_index()  # the index takes them in here, not in the next reader's request
-        return len(good)
+        return appended.accepted
 
     def ingest(self, path: Path) -> live.IngestReport:
         """Append the good events of a CSV file (the columns of events.csv) to the live log; the

@@ -26,6 +26,38 @@ create or replace macro half_life_weight(days_ago, half_life_days) as
 create or replace macro days_between(later, earlier) as
     (epoch(later) - epoch(earlier)) / 86400.0;
 
+-- quoted: a value inside a problem message, in quotes, cut to 40 characters
+-- so that a message never carries a whole hostile input back.
+create or replace macro quoted(value) as
+    '''' || case when length(value) > 40 then substr(value, 1, 40) || '...' else value end || '''';
+
+-- id_problem: why text cannot be an id (user_id, item_id), or null when it
+-- can: at most 256 characters and no control character (Unicode category
+-- Cc: NUL, \r, \n, ... U+0080-U+009F), which would split or forge a record
+-- or a log line downstream. Every other character is allowed. The loader
+-- (sql/10-12) and the live path (engine/live.py runs sql/12) share it.
+create or replace macro id_problem(id_text, column_name) as
+    case
+        when length(id_text) > 256
+            then column_name || ' ' || quoted(id_text) || ' is longer than 256 characters (' || length(id_text) || ')'
+        when regexp_matches(id_text, '[\x00-\x1f\x7f-\x9f]')
+            then column_name || ' ' || quoted(regexp_replace(id_text, '[\x00-\x1f\x7f-\x9f]', '?', 'g'))
+                || ' holds a control character'
+    end;
+
+-- timestamp_problem: why an event time cannot be used, or null when it can:
+-- from 1970-01-01 on (real exports reach back decades), and at most one day
+-- after now_at (the present, from the clock view engine/clock.py makes). A
+-- future-dated event would move the data's end that trending counts back
+-- from, so it is refused, never clamped.
+create or replace macro timestamp_problem(watched_at, timestamp_text, now_at) as
+    case
+        when watched_at < cast('1970-01-01 00:00:00' as timestamp)
+            then 'timestamp ' || quoted(timestamp_text) || ' is before 1970-01-01'
+        when days_between(watched_at, now_at) > 1
+            then 'timestamp ' || quoted(timestamp_text) || ' is in the future (more than a day after now)'
+    end;
+
 -- full_views: a user's summed seconds on an item as views of its estimated
 -- length; 0 when the item has no estimated length (no play over 0 seconds).
 create or replace macro full_views(watch_seconds, length_seconds) as

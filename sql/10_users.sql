@@ -23,7 +23,8 @@ final as (
         *,
         case
             when user_id is null then 'user_id is blank'
-            when occurrence > 1 then 'duplicate user_id ''' || user_id || ''': the first row wins'
+            when id_problem(user_id, 'user_id') is not null then id_problem(user_id, 'user_id')
+            when occurrence > 1 then 'duplicate user_id ' || quoted(user_id) || ': the first row wins'
         end as row_problem,
         case
             when regexp_full_match(age_text, '[0-9]{1,3}') and cast(age_text as integer) <= 120
@@ -43,7 +44,7 @@ select 'users.csv', rec_no, 'age', 'age is blank', 'kept, age unknown'
 from users_checked
 where row_problem is null and age_text is null
 union all
-select 'users.csv', rec_no, 'age', 'age ''' || age_text || ''' is not a whole number from 0 to 120', 'kept, age unknown'
+select 'users.csv', rec_no, 'age', 'age ' || quoted(age_text) || ' is not a whole number from 0 to 120', 'kept, age unknown'
 from users_checked
 where row_problem is null and age_text is not null and age is null;
 

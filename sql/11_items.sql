@@ -27,7 +27,8 @@ final as (
         *,
         case
             when item_id is null then 'item_id is blank'
-            when occurrence > 1 then 'duplicate item_id ''' || item_id || ''': the first row wins'
+            when id_problem(item_id, 'item_id') is not null then id_problem(item_id, 'item_id')
+            when occurrence > 1 then 'duplicate item_id ' || quoted(item_id) || ': the first row wins'
         end as row_problem
     from numbered
 )

@@ -4,6 +4,9 @@
 -- A row with any problem below is skipped and reported: the model cannot use
 -- an event without a known user, a known item, seconds and a time. Events of
 -- users missing from users.csv are kept: those users are known by behaviour.
+-- Ids and times follow id_problem and timestamp_problem (sql/05_rules.sql);
+-- the present is the one row of the clock view (engine/clock.py). The live
+-- path (POST /events, ingest) runs this same statement.
 create temp table events_checked as
 with source as (
     select
@@ -45,28 +48,34 @@ final as (
         parsed.*,
         case
             when parsed.user_id is null then 'user_id is blank'
+            when id_problem(parsed.user_id, 'user_id') is not null then id_problem(parsed.user_id, 'user_id')
             when parsed.item_id is null then 'item_id is blank'
+            when id_problem(parsed.item_id, 'item_id') is not null then id_problem(parsed.item_id, 'item_id')
             when parsed.event_type is null then 'event_type is blank'
             when event_types.event_type is null
-                then 'unknown event_type ''' || parsed.event_type || ''' (accepted: '
+                then 'unknown event_type ' || quoted(parsed.event_type) || ' (accepted: '
                     || (select string_agg(event_type, ', ' order by event_type) from event_types) || ')'
             when seconds_text is null then 'watch_seconds is blank'
-            when regexp_full_match(seconds_text, '-[0-9.]+') then 'watch_seconds ''' || seconds_text || ''' is negative'
-            when parsed.watch_seconds is null then 'watch_seconds ''' || seconds_text || ''' is not a number of seconds'
-            when parsed.watch_seconds > 86400 then 'watch_seconds ''' || seconds_text || ''' is more than a day in one session'
+            when regexp_full_match(seconds_text, '-[0-9.]+') then 'watch_seconds ' || quoted(seconds_text) || ' is negative'
+            when parsed.watch_seconds is null then 'watch_seconds ' || quoted(seconds_text) || ' is not a number of seconds'
+            when parsed.watch_seconds > 86400 then 'watch_seconds ' || quoted(seconds_text) || ' is more than a day in one session'
             when timestamp_text is null then 'timestamp is blank'
-            when watched_at is null then 'timestamp ''' || timestamp_text || ''' is not a date and time'
-            when items.item_id is null then 'item_id ''' || parsed.item_id || ''' is not in items.csv'
+            when watched_at is null then 'timestamp ' || quoted(timestamp_text) || ' is not a date and time'
+            when timestamp_problem(watched_at, timestamp_text, clock.now_at) is not null
+                then timestamp_problem(watched_at, timestamp_text, clock.now_at)
+            when items.item_id is null then 'item_id ' || quoted(parsed.item_id) || ' is not in items.csv'
         end as row_problem,
         case
-            when parsed.user_id is null then 'user_id'
-            when parsed.item_id is null then 'item_id'
+            when parsed.user_id is null or id_problem(parsed.user_id, 'user_id') is not null then 'user_id'
+            when parsed.item_id is null or id_problem(parsed.item_id, 'item_id') is not null then 'item_id'
             when event_types.event_type is null then 'event_type'
             when parsed.watch_seconds is null or parsed.watch_seconds > 86400 then 'watch_seconds'
-            when watched_at is null then 'timestamp'
+            when watched_at is null or timestamp_problem(watched_at, timestamp_text, clock.now_at) is not null
+                then 'timestamp'
             else 'item_id'
         end as problem_column
     from parsed
+    cross join clock
     left join event_types on event_types.event_type = parsed.event_type
     left join items on items.item_id = parsed.item_id
 )

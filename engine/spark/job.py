@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..build import EASE_AFTER, SCRATCH_TABLES, STEP_NAMES, _claim_target, built_state, fingerprint, inspect_target
-from .. import dialect, load, sqlfiles
+from .. import clock, dialect, load, sqlfiles
 from ..config import ModelParams
 from ..errors import BadArgument, BuildError, DataFileError, RecsError
 from .model import MODEL_FORMAT, MANIFEST, ModelManifest, build_from_model
@@ -453,6 +453,7 @@ def write_model(
             except Exception as error:
                 raise DataFileError(f"{path}: cannot be read as CSV by Spark: {_first_line(error)}") from None
         step("validating rows")
+        spark.sql(clock.view_sql())  # the present the timestamp rule reads
         for path in sqlfiles.build_files(layer="load"):
             runner.run_file(path)
         _finish_issues(spark, tables)
