@@ -127,13 +127,57 @@ def test_the_budget_stops_the_plan_but_runs_the_last_step(tmp_path):
     assert [t.step for t in result.trials] == ["start"] + ["popularity_prior"] * (len(tune.PRIORS) - 1)
 
 
-def scripted_tune(tmp_path, monkeypatch, ndcg_of):
+def scripted_tune(tmp_path, monkeypatch, ndcg_of, dataset=None):
     """tune() with each trial's validation NDCG given by ndcg_of(params) instead of a model fit."""
     monkeypatch.setattr(tune.Validation, "fit_and_score", lambda self, params, layers: (ndcg_of(params), 0.0, 0.0))
-    folder = write_dataset(tmp_path / "data", *hits_dataset())
+    folder = write_dataset(tmp_path / "data", *(dataset or hits_dataset()))
     with duckdb.connect(str(tmp_path / "t.db")) as con:
         load_into(con, folder)
         return tune.tune(con, budget_seconds=1e9)
+
+
+def late_few_dataset(seed: int = 5):
+    """300 users with 6 events each in days 0-60, then 10 users with 60 events each in days 80-90:
+    the latest 25% of all events belong to those 10, so no global validation split has 50 users."""
+    rng = random.Random(seed)
+    items = [(f"i{n}", f"Title {n}", "movie", "drama") for n in range(1, 81)]
+    users = [(f"u{n}", 30, "F", "Jakarta") for n in range(1, 311)]
+    start = datetime(2026, 1, 1)
+    events = []
+    for number, (user_id, *_) in enumerate(users):
+        late = number >= 300
+        for item_id in rng.sample([item[0] for item in items], 60 if late else 6):
+            moment = start + timedelta(days=rng.uniform(80, 90) if late else rng.uniform(0, 60))
+            events.append((user_id, item_id, "play", 5400, moment.isoformat() + "Z"))
+    return users, items, events
+
+
+def test_the_next_period_decides_at_every_cut_point(tmp_path, monkeypatch):
+    result = scripted_tune(tmp_path, monkeypatch, lambda p: 0.1)
+    by_split = result.trials[0].ndcg_by_split
+    assert set(by_split) == {"global", "global (latest 5% dropped)", "global (latest 10% dropped)"}
+    assert tune.GLOBAL_ORIGINS == (0.0, 0.05, 0.1)
+
+
+def test_with_too_few_users_after_every_cut_point_each_users_latest_decide(tmp_path, monkeypatch):
+    result = scripted_tune(tmp_path, monkeypatch, lambda p: 0.1, late_few_dataset())
+    assert result.skipped is None
+    assert set(result.trials[0].ndcg_by_split) == {"user"}
+
+
+def test_an_earlier_origin_drops_the_latest_events_first(tmp_path):
+    folder = write_dataset(tmp_path / "data", *hits_dataset())
+    with duckdb.connect(str(tmp_path / "t.db")) as con:
+        load_into(con, folder)
+        source = con.execute("select current_database()").fetchone()[0]
+        total = con.execute("select count(*) from events").fetchone()[0]
+        validation = tune.Validation(con, source, "global", 0, drop_frac=0.5)
+        kept = con.execute("select count(*) from all_events").fetchone()[0]
+        latest = con.execute("select max(watched_at) from all_events").fetchone()[0]
+        validation.close(source)
+        median = con.execute("select percentile_disc(0.5) within group (order by watched_at) from events").fetchone()[0]
+    assert kept == pytest.approx(total / 2, abs=2) and latest == median
+    assert validation.name == "global (latest 50% dropped)"
 
 
 def test_an_ease_trial_far_below_the_best_ends_the_ease_trials(tmp_path, monkeypatch):
