@@ -18,6 +18,7 @@ with and without filters and live events.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass
@@ -50,6 +51,26 @@ class Popularity:
     viewers: np.ndarray
     by_rank: np.ndarray
 
+    @functools.cached_property
+    def rank_of(self) -> np.ndarray:
+        """Each item key's place in popularity order (popularity_rank - 1): the ranking's tie rule."""
+        rank_of = np.zeros(len(self.score), dtype=np.int64)
+        rank_of[self.by_rank] = np.arange(len(self.by_rank))
+        return rank_of
+
+
+@dataclass(frozen=True)
+class CandidateScores:
+    """One user's candidate_scores_of: the candidate keys, each key's summed score and count of
+    contributions (arrays over every item key), and each contribution with its watched item."""
+
+    keys: np.ndarray
+    sums: np.ndarray
+    counts: np.ndarray
+    candidate: np.ndarray
+    contribution: np.ndarray
+    because: np.ndarray
+
 
 @dataclass(frozen=True)
 class LiveRows:
@@ -58,6 +79,27 @@ class LiveRows:
     version: int
     users: dict[str, UserRows]
     popularity: Popularity
+
+
+def tie_value(x: np.ndarray) -> np.ndarray:
+    """sql/05_rules.sql tie_value: each value to 12 significant digits (half away from zero), so
+    values equal but for the last bits of a sum tie and the tie rule decides."""
+    x = np.asarray(x, dtype=np.float64)
+    size = np.abs(x)
+    scale = np.power(10.0, np.floor(np.log10(np.where(size == 0, 1.0, size))))
+    scaled = size / scale * 1e11
+    return np.copysign(np.floor(scaled + 0.5) / 1e11 * scale, x)
+
+
+def best_first(score: np.ndarray, tie_break: np.ndarray, k: int) -> np.ndarray:
+    """The positions of the k best scores, on tie_value(score) descending, ties to the lower
+    tie_break. Only the scores near the k-th largest can tie with it, so only those are rounded."""
+    if len(score) > k:
+        kth = np.partition(score, len(score) - k)[len(score) - k]
+        near = np.flatnonzero(score >= kth - abs(kth) * 1e-10)  # every value tie_value may round up to kth's
+    else:
+        near = np.arange(len(score))
+    return near[np.lexsort((tie_break[near], -tie_value(score[near])))][:k]
 
 
 def popularity_reason(viewers: int) -> str:
@@ -282,9 +324,8 @@ class ServingIndex:
     ) -> list[Pick]:
         """The macro popular: the k most popular items passing the filters."""
         popularity = self.live.popularity
-        mask = self.mask(genres, content_types, exclude)
-        order = popularity.by_rank if mask is None else popularity.by_rank[mask[popularity.by_rank]]
-        return [self._popular_pick(rank, key, popularity) for rank, key in enumerate(order[:k].tolist(), 1)]
+        keys = self._popular_candidates(popularity, self.mask(genres, content_types, exclude), None, k)
+        return [self._popular_pick(rank, key, popularity) for rank, key in enumerate(keys.tolist(), 1)]
 
     def _popular_pick(self, rank: int, key: int, popularity: Popularity) -> Pick:
         return Pick(
@@ -301,100 +342,123 @@ class ServingIndex:
         content_types: Filter = None,
         exclude: list[str] | None = None,
     ) -> tuple[list[Pick], bool, bool]:
-        """What Recommender.recommend answers from the macros: (picks, has_history, known)."""
+        """What Recommender.recommend answers from the macros: (picks, has_history, known).
+
+        The pieces of sql/50_serving.sql's recommendations_of, one method each: _excluded,
+        _candidate_scores (the neighbours of the history, summed), _popular_candidates (the
+        filters, in popularity order), _ranked (score, tie rule, top-N) and _reason."""
         live = self.live
         popularity = live.popularity
         mask = self.mask(genres, content_types, exclude)
         user = self.user(user_id, live)
-        excluded = np.zeros(self.size, dtype=bool)
-        picks: list[Pick] = []
-        has_history = False
-        if user is not None:
-            # is_excluded: heavily watched, or watched at all unless resurface_light
-            excluded[user.item_keys if not self.resurface_light else user.item_keys[user.is_heavy]] = True
-            has_history = user.has_history
-            if has_history:
-                picks = self._personal(user, k, mask, excluded, popularity)
-        if len(picks) < k:
-            picks += self._fill(k, len(picks), mask, excluded, {pick.item_id for pick in picks}, popularity)
         known = user is not None or user_id in self.listed_users
-        return picks, has_history, known
+        if user is None:  # no events: the popular list
+            keys = self._popular_candidates(popularity, mask, None, k)
+            return [self._popular_pick(rank, key, popularity) for rank, key in enumerate(keys.tolist(), 1)], False, known
+        excluded = self._excluded(user)
+        scores = self._candidate_scores(user) if user.has_history else None
+        personal_keys = scores.keys[~excluded[scores.keys]] if scores is not None else np.zeros(0, dtype=np.int64)
+        personal = scores.sums[personal_keys] if scores is not None else np.zeros(0)
+        passed_over = excluded
+        if bool((personal < 0).any()):
+            passed_over = excluded.copy()
+            passed_over[personal_keys[personal < 0]] = True
+        popular_keys = self._popular_candidates(popularity, mask, passed_over, k)
+        shown = personal_keys if mask is None else personal_keys[mask[personal_keys]]
+        picks = self._ranked(user, scores, personal, shown, popular_keys, k, popularity)
+        return picks, user.has_history, known
 
-    def _personal(self, user: UserRows, k: int, mask, excluded: np.ndarray, popularity: Popularity) -> list[Pick]:
-        """The macro recommend_personal."""
+    def _excluded(self, user: UserRows) -> np.ndarray:
+        """The macro excluded_of: which item keys are never shown back to user (is_excluded:
+        watched heavily, or watched at all unless resurface_light)."""
+        excluded = np.zeros(self.size, dtype=bool)
+        excluded[user.item_keys if not self.resurface_light else user.item_keys[user.is_heavy]] = True
+        return excluded
+
+    def _candidate_scores(self, user: UserRows) -> "CandidateScores | None":
+        """The macro candidate_scores_of for one user: every item similar to something they
+        watched, with score(u, i) = sum over watched w of strength x similarity(w -> i) x recency."""
         positive = user.strength > 0
         history_keys = user.item_keys[positive]
-        strength = user.strength[positive]
         starts = self.nb_offsets[history_keys]
         counts = self.nb_offsets[history_keys + 1] - starts
         total = int(counts.sum())
-        sums = counts_because = None
-        candidate = contribution = owner = None
-        if total:
-            owner = np.repeat(np.arange(len(history_keys)), counts)
-            index = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(total)
-            candidate = self.nb_key[index]
-            # contribution: strength x similarity x half_life_weight(days before the user's end)
-            contribution = strength[owner] * self.nb_sim[index]
-            if self.user_half_life_days > 0:  # else the weight is 1
-                days = user.days_before_user_end[positive]
-                contribution = contribution * np.power(0.5, days[owner] / self.user_half_life_days)
-            sums = np.bincount(candidate, weights=contribution, minlength=self.size)
-            counts_because = np.bincount(candidate, minlength=self.size)
-            neighbour_keys = np.flatnonzero(counts_because)
-        else:
-            neighbour_keys = np.zeros(0, dtype=np.int64)
-        count_history = user.count_history
-        if self.popularity_prior > 0 and count_history > 0:
-            order = popularity.by_rank
-            allowed = ~excluded[order] if mask is None else (mask[order] & ~excluded[order])
-            popular_keys = order[allowed][:k]
-            keys = np.union1d(neighbour_keys, popular_keys)
-        else:
-            keys = neighbour_keys
-        allowed = ~excluded[keys] if mask is None else (mask[keys] & ~excluded[keys])
-        keys = keys[allowed]
-        if not len(keys):
-            return []
-        personal = sums[keys] if sums is not None else np.zeros(len(keys))
-        top = float(personal.max())
-        if self.popularity_prior > 0 and count_history > 0:
+        if not total:
+            return None
+        owner = np.repeat(np.arange(len(history_keys)), counts)
+        index = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(total)
+        candidate = self.nb_key[index]
+        # contribution: strength x similarity x half_life_weight(days before the user's end)
+        contribution = user.strength[positive][owner] * self.nb_sim[index]
+        if self.user_half_life_days > 0:  # else the weight is 1
+            days = user.days_before_user_end[positive]
+            contribution = contribution * np.power(0.5, days[owner] / self.user_half_life_days)
+        sums = np.bincount(candidate, weights=contribution, minlength=self.size)
+        counts_because = np.bincount(candidate, minlength=self.size)
+        return CandidateScores(
+            np.flatnonzero(counts_because), sums, counts_because, candidate, contribution, history_keys[owner]
+        )
+
+    @staticmethod
+    def _popular_candidates(popularity: Popularity, mask, passed_over: np.ndarray | None, k: int) -> np.ndarray:
+        """The macro popular_eligible and the popular candidates of recommendations_of: the first
+        k item keys in popularity order that pass the filters (mask) and are not passed over."""
+        order = popularity.by_rank
+        if mask is None and passed_over is None:
+            return order[:k]
+        allowed = np.ones(len(order), dtype=bool) if mask is None else mask[order]
+        if passed_over is not None:
+            allowed &= ~passed_over[order]
+        return order[allowed][:k]
+
+    def _ranked(self, user, scores, personal, shown, popular_keys, k, popularity: Popularity) -> list[Pick]:
+        """The macro recommendations_of from its candidates: the personal candidates passing the
+        filters (shown) and the popular ones, scored personal + prior on top(u) over every
+        personal candidate (personal: before the filters), ranked on tie_value(score), ties to
+        the more popular item; without a prior the popular ones that are not personal follow as
+        the fill."""
+        with_prior = self.popularity_prior > 0 and user.count_history > 0
+        if with_prior:
+            keys = np.union1d(shown, popular_keys)
+            own = scores.sums[keys] if scores is not None else np.zeros(len(keys))
+            top = float(personal.max()) if len(personal) else 0.0
             # prior_score: popularity_prior / count_history * (top, or 1 when 0) * relative popularity
-            factor = self.popularity_prior / count_history * (top if top != 0 else 1.0)
-            prior = factor * popularity.relative_score[keys]
+            prior = self.popularity_prior / user.count_history * (top if top != 0 else 1.0) * popularity.relative_score[keys]
+            fill = np.zeros(0, dtype=np.int64)
         else:
+            keys, own = shown, scores.sums[shown] if scores is not None else np.zeros(0)
             prior = np.zeros(len(keys))
-        score = personal + prior
-        best = np.lexsort((keys, -score))[:k]  # score desc, then item_key
+            fill = popular_keys[~np.isin(popular_keys, shown)] if len(shown) < k else popular_keys[:0]
+        score = own + prior
+        best = best_first(score, popularity.rank_of[keys], k)
+        own, prior, score, keys = own[best], prior[best], score[best], keys[best]
+        personalised = (own > 0) & (own >= prior)  # pick_source
+        reasons = self._reasons(scores, keys[personalised]) if personalised.any() else {}
         picks = []
-        for rank, position in enumerate(best.tolist(), 1):
-            key = int(keys[position])
-            own, from_popularity = float(personal[position]), float(prior[position])
-            if own > 0 and own >= from_popularity:  # pick_source
-                mine = np.flatnonzero(candidate == key)
-                because = int(history_keys[owner[mine[np.argmax(contribution[mine])]]])
-                source = "personalised"
-                reason = similarity_reason(self.title[because], int(counts_because[key]))
+        for rank, key in enumerate(keys.tolist(), 1):
+            if key in reasons:
+                source, reason = "personalised", reasons[key]
             else:
                 source, reason = "popular", popularity_reason(int(popularity.viewers[key]))
             picks.append(Pick(
                 rank=rank, item_id=self.item_id[key], title=self.title[key], content_type=self.content_type[key],
-                genre=self.genre[key], score=float(score[position]), reason=reason, source=source,
+                genre=self.genre[key], score=float(score[rank - 1]), reason=reason, source=source,
             ))
+        for key in fill[: k - len(picks)].tolist():
+            picks.append(self._popular_pick(len(picks) + 1, key, popularity))
         return picks
 
-    def _fill(self, k: int, taken: int, mask, excluded: np.ndarray, shown: set, popularity: Popularity) -> list[Pick]:
-        """The popular fill of the macro recommend: items passing the filters, not excluded, not shown."""
-        order = popularity.by_rank
-        allowed = ~excluded[order] if mask is None else (mask[order] & ~excluded[order])
-        picks = []
-        for key in order[allowed][: k + taken].tolist():
-            if self.item_id[key] in shown:
-                continue
-            if taken + len(picks) >= k:
-                break
-            picks.append(self._popular_pick(taken + len(picks) + 1, key, popularity))
-        return picks
+    def _reasons(self, scores: "CandidateScores", keys: np.ndarray) -> dict[int, str]:
+        """similarity_reason for each personalised pick of keys: the watched item that contributed
+        most (ties on tie_value: the lower item_key), and how many contributed."""
+        chosen = np.isin(scores.candidate, keys)
+        candidate, because = scores.candidate[chosen], scores.because[chosen]
+        order = np.lexsort((because, -tie_value(scores.contribution[chosen]), candidate))
+        first = order[np.r_[True, candidate[order][1:] != candidate[order][:-1]]]
+        return {
+            key: similarity_reason(self.title[watched], int(scores.counts[key]))
+            for key, watched in zip(candidate[first].tolist(), because[first].tolist())
+        }
 
 
 class ServingState:

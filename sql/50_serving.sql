@@ -2,36 +2,123 @@
 -- duckdb shell ask the same question by name, e.g.
 --   select * from recommend('u1', 5, only_genre := 'drama');
 -- (Table macros are DuckDB's; on another engine each is one parameterised
--- query.) Filters are applied before the top-k is taken.
+-- query.)
+--
+-- The ranking is written once, in pieces, each a macro over for_keys (a list
+-- of user keys; null = every user), so the one-user plan (recommend_personal,
+-- recommend) and the all-users plan (recommend_all, recommend_many) are the
+-- same pieces given one key or many:
+--   history_of, excluded_of    a user's rows, and what is never shown back
+--   candidate_scores_of        the neighbours of the history, summed (score)
+--   personal_scores_of         less what is excluded; each user's top(u)
+--   popular_eligible           the filters (matches_filters), in popularity order
+--   recommendations_of         the popular candidates and the fill, the score,
+--                              the tie rule and the top-N, source and reason
+-- Filters restrict, they never re-score: top(u), and so every score, is taken
+-- over every candidate before any filter, so a filtered list (or a page of
+-- it) is the unfiltered list restricted to what the filter allows.
 
 -- user_key_of: for_user's integer key (null when they have no events). Every
 -- per-user query starts here: the primary key of user_keys makes it a lookup.
 create or replace macro user_key_of(for_user) as
     (select user_keys.user_key from user_keys where user_keys.user_id = for_user);
 
--- user_rows: for_user's rows of user_item_strength, by key (the table is
--- sorted by user_key, so only their row group is read). The user filter
--- stands on its own: combined with an OR (the exclusion rule) it would not
--- reach the scan, and every user's rows would be read.
+-- history_of: the rows of user_item_strength of the users of for_keys (a
+-- list of user keys; null = every user). The chosen users are joined on the
+-- table itself: a user filter above a sum, or an OR beside it, would not
+-- reach the scan, and the table is sorted by user_key, so a join on one key
+-- reads only that user's row group.
+create or replace macro history_of(for_keys) as table
+select user_item_strength.*
+from user_item_strength
+where for_keys is null
+union all
+select user_item_strength.*
+from user_item_strength
+semi join (select unnest(for_keys) as user_key) as chosen
+    on chosen.user_key = user_item_strength.user_key;
+
+-- user_rows: for_user's rows of user_item_strength (history_of for one user).
 create or replace macro user_rows(for_user) as table
 select
-    user_item_strength.item_key,
-    user_item_strength.strength,
-    user_item_strength.is_heavy,
-    user_item_strength.days_before_user_end
-from user_item_strength
-where user_item_strength.user_key = user_key_of(for_user);
+    history.item_key,
+    history.strength,
+    history.is_heavy,
+    history.days_before_user_end
+from history_of([user_key_of(for_user)]) as history;
 
--- user_excluded: the items never to be recommended back to for_user.
-create or replace macro user_excluded(for_user) as table
-select history.item_key
-from user_rows(for_user) as history
+-- excluded_of: one row per user of for_keys and item never to be
+-- recommended to them (is_excluded: watched heavily, or at all unless
+-- resurface_light).
+create or replace macro excluded_of(for_keys) as table
+select
+    history.user_key,
+    history.item_key
+from history_of(for_keys) as history
 cross join model_params
 where is_excluded(history.is_heavy, model_params.resurface_light);
 
+-- user_excluded: the items never to be recommended back to for_user.
+create or replace macro user_excluded(for_user) as table
+select excluded.item_key
+from excluded_of([user_key_of(for_user)]) as excluded;
+
+create or replace view excluded_items as
+select * from excluded_of(null);
+
+-- candidate_scores_of: one row per user of for_keys and item similar to
+-- something they watched, with its personal score:
+--   score(u, i) = sum over u's watched items w of contribution(u, w -> i)
+-- because_key is the watched item that contributed most (ties on tie_value
+-- go to the lower key, i.e. the lower item_id): the reason shown;
+-- count_because how many contributed. By key (join user_keys and items for
+-- the ids).
+create or replace macro candidate_scores_of(for_keys) as table
+with contributions as (
+    select
+        history.user_key,
+        entry.neighbor.neighbor_key as item_key,
+        history.item_key as because_key,
+        contribution(
+            history.strength,
+            entry.neighbor.similarity,
+            history.days_before_user_end,
+            model_params.user_half_life_days
+        ) as contribution
+    from history_of(for_keys) as history
+    cross join model_params
+    join neighbor_lists on neighbor_lists.item_key = history.item_key
+    cross join unnest(neighbor_lists.neighbors) as entry (neighbor)
+    where history.strength > 0
+)
+
+select
+    user_key,
+    item_key,
+    sum(contribution) as score,
+    arg_max(
+        because_key, struct_pack(contribution := tie_value(contribution), key_order := -because_key)
+    ) as because_key,
+    count(*) as count_because
+from contributions
+group by user_key, item_key;
+
+create or replace view candidate_scores as
+select * from candidate_scores_of(null);
+
+-- personal_scores_of: the candidates of candidate_scores_of each user may
+-- get (not excluded), before any filter: the best of them is top(u), the
+-- scale of the popularity prior, so a filter never changes a score.
+create or replace macro personal_scores_of(for_keys) as table
+select candidates.*
+from candidate_scores_of(for_keys) as candidates
+anti join excluded_of(for_keys) as excluded
+    on excluded.user_key = candidates.user_key
+    and excluded.item_key = candidates.item_key;
+
 -- popular_eligible: the catalogue in popularity order, only items passing
 -- the filters (matches_filters: genres, content types, except_items): what
--- the popular list and every popular fill draw from.
+-- the popular list, the popular candidates and the fill draw from.
 create or replace macro popular_eligible(only_genre, only_content_type, except_items := null) as table
 select
     item_popularity.item_key,
@@ -81,379 +168,211 @@ select
 from top
 order by rank;
 
--- candidate_scores: one row per user and item the model could recommend to
--- them (an item similar to something they watched), with its score:
---   score(u, i) = sum over u's watched items w of contribution(u, w -> i)
--- because_key is the watched item that contributed most: the reason shown.
--- By key (join user_keys and items for the ids). candidate_scores_of is
--- the same for the users of for_keys (a list of user keys; null = every
--- user); recommend_personal has the one-user plan of the same sum.
-create or replace macro candidate_scores_of(for_keys) as table
-with strengths as (
-    -- every user's rows, or the chosen users' (by a join on the table itself:
-    -- a user filter above the sum, or an OR beside it, would not reach its scan)
-    select user_item_strength.*
-    from user_item_strength
-    where for_keys is null
-    union all
-    select user_item_strength.*
-    from user_item_strength
-    semi join (select unnest(for_keys) as user_key) as chosen
-        on chosen.user_key = user_item_strength.user_key
-),
-
-contributions as (
-    select
-        strengths.user_key,
-        entry.neighbor.neighbor_key as item_key,
-        strengths.item_key as because_key,
-        contribution(
-            strengths.strength,
-            entry.neighbor.similarity,
-            strengths.days_before_user_end,
-            model_params.user_half_life_days
-        ) as contribution
-    from strengths
-    cross join model_params
-    join neighbor_lists on neighbor_lists.item_key = strengths.item_key
-    cross join unnest(neighbor_lists.neighbors) as entry (neighbor)
-    where strengths.strength > 0
-)
-
-select
-    user_key,
-    item_key,
-    sum(contribution) as score,
-    max_by(because_key, contribution) as because_key,
-    count(*) as count_because
-from contributions
-group by user_key, item_key;
-
-create or replace view candidate_scores as
-select * from candidate_scores_of(null);
-
--- excluded_items: one row per user and item never to be recommended to them
--- (is_excluded). By key; every user at once, as user_excluded is for one.
-create or replace view excluded_items as
-select
-    user_item_strength.user_key,
-    user_item_strength.item_key
-from user_item_strength
-cross join model_params
-where is_excluded(user_item_strength.is_heavy, model_params.resurface_light);
-
--- recommend_all: the top_k items for every user with events (or those of
--- for_users, a list of user ids, reading only their rows); one row per
--- user and rank. The candidates (items similar to what the user watched
--- and, with a popularity prior, the most popular items they may get) are
--- ranked by personal score plus prior, as in recommend_personal; when fewer
--- than top_k remain after the filters and exclusions, popular items (same
--- filters) fill the list, marked 'popular'. Filters apply before the top k
--- is taken. It answers what recommend answers, for every user in one plan
--- (batch export and evaluation); a test checks the two agree.
-create or replace macro recommend_all(
-    top_k := 10, only_genre := null, only_content_type := null, except_items := null, for_users := null
+-- recommendations_of: the top_k items for each user of for_keys (with
+-- events), one row per user and rank, by key: the ranking, one CTE a step.
+--   candidates: the personal ones (personal_scores_of) passing the filters,
+--     and each user's first top_k items of popular_eligible (the filters)
+--     they may get, in popularity order, passing over the personal
+--     candidates with a negative score (EASE's weights can speak against an
+--     item): an item drawn in on popularity scores at least its prior, and
+--     none further down the list has a higher prior, so no other item can
+--     beat these.
+--   score: score(u, i) = personal(u, i) + prior_score(i), the prior 0 unless
+--     popularity_prior > 0, on top(u) taken before the filters.
+--   top-N: on tie_value(score), ties to the more popular item
+--     (popularity_rank: unique, so the order is total and the same in every
+--     plan). Without a prior the popular candidates that are not personal
+--     ones follow as the fill, scored and ranked by popularity, marked
+--     'popular'; with_fill := false leaves them out (recommend_personal).
+-- A pick is 'personalised' when similarity gave most of its score (the
+-- reason names the watched item that gave most), else 'popular'.
+create or replace macro recommendations_of(
+    for_keys, top_k, only_genre, only_content_type, except_items, with_fill := true
 ) as table
-with chosen as (
-    -- the users answered: those of for_users (a list of user ids) with events, else all with events
-    select user_keys.*
-    from user_keys
-    where for_users is null or list_contains(for_users, user_keys.user_id)
+with personal as (
+    select * from personal_scores_of(for_keys)
 ),
 
 eligible as (
     select
-        popular_items.*,
+        popular_items.item_key,
         row_number() over (order by popular_items.popularity_rank) as position
     from popular_eligible(only_genre, only_content_type, except_items := except_items) as popular_items
 ),
 
-neighbour_candidates as (
-    select candidate_scores.*
-    from candidate_scores_of(
-        case when for_users is not null then (select coalesce(list(chosen.user_key), []) from chosen) end
-    ) as candidate_scores
-    semi join eligible on eligible.item_key = candidate_scores.item_key
-    anti join excluded_items
-        on excluded_items.user_key = candidate_scores.user_key
-        and excluded_items.item_key = candidate_scores.item_key
+passed_over as (
+    select
+        excluded.user_key,
+        excluded.item_key
+    from excluded_of(for_keys) as excluded
+    union all
+    select
+        personal.user_key,
+        personal.item_key
+    from personal
+    where personal.score < 0
+),
+
+users as (
+    -- each user's evidence, top(u) over every candidate before the filters, and
+    -- how far down the popular list they may need to go: past at most every
+    -- item passed over
+    select
+        user_keys.user_key,
+        user_keys.count_history,
+        user_keys.count_history > 0 and model_params.popularity_prior > 0 as has_prior,
+        per_user.user_top_score,
+        user_keys.count_items + coalesce(per_user.count_negative, 0) + top_k as reach
+    from user_keys
+    cross join model_params
+    left join (
+        select
+            personal.user_key,
+            max(personal.score) as user_top_score,
+            count(*) filter (where personal.score < 0) as count_negative
+        from personal
+        group by personal.user_key
+    ) as per_user on per_user.user_key = user_keys.user_key
+    where for_keys is null
+        or list_contains(for_keys, user_keys.user_key)
 ),
 
 popular_candidates as (
-    -- with a popularity prior, each user's top_k most popular items they may
-    -- get compete with the neighbours; only top_k can beat the rest on
-    -- popularity alone
     select
         ranked_popular.user_key,
         ranked_popular.item_key
     from (
         select
-            user_keys.user_key,
+            users.user_key,
             eligible.item_key,
-            row_number() over (partition by user_keys.user_key order by eligible.position) as order_in_source
-        from chosen as user_keys
-        cross join model_params
-        join eligible on eligible.position <= user_keys.count_items + top_k
-        anti join excluded_items
-            on excluded_items.user_key = user_keys.user_key
-            and excluded_items.item_key = eligible.item_key
-        where model_params.popularity_prior > 0
-            and user_keys.count_history > 0
+            row_number() over (partition by users.user_key order by eligible.position) as order_in_source
+        from users
+        join eligible on eligible.position <= users.reach
+        anti join passed_over
+            on passed_over.user_key = users.user_key
+            and passed_over.item_key = eligible.item_key
     ) as ranked_popular
     where ranked_popular.order_in_source <= top_k
 ),
 
 candidates as (
     select
-        coalesce(neighbour_candidates.user_key, popular_candidates.user_key) as user_key,
-        coalesce(neighbour_candidates.item_key, popular_candidates.item_key) as item_key,
-        coalesce(neighbour_candidates.score, 0) as personal_score,
-        neighbour_candidates.because_key,
-        neighbour_candidates.count_because,
-        -- the user's best personal score among what may be shown: the scale of their prior
-        max(coalesce(neighbour_candidates.score, 0)) over (
-            partition by coalesce(neighbour_candidates.user_key, popular_candidates.user_key)
-        ) as user_top_score
-    from neighbour_candidates
+        coalesce(shown.user_key, popular_candidates.user_key) as user_key,
+        coalesce(shown.item_key, popular_candidates.item_key) as item_key,
+        coalesce(shown.score, 0) as personal_score,
+        shown.because_key,
+        shown.count_because,
+        shown.item_key is null as is_popular
+    from (
+        select personal.*
+        from personal
+        semi join eligible on eligible.item_key = personal.item_key
+    ) as shown
     full outer join popular_candidates
-        on popular_candidates.user_key = neighbour_candidates.user_key
-        and popular_candidates.item_key = neighbour_candidates.item_key
+        on popular_candidates.user_key = shown.user_key
+        and popular_candidates.item_key = shown.item_key
 ),
 
 scored as (
     select
         candidates.*,
-        eligible.viewers,
+        item.viewers,
+        item.popularity_rank,
+        candidates.is_popular and not users.has_prior as is_fill,
         prior_score(
-            eligible.relative_score, candidates.user_top_score, user_keys.count_history, model_params.popularity_prior
-        ) as prior
+            item.relative_score, users.user_top_score, users.count_history, model_params.popularity_prior
+        ) as prior,
+        case
+            when candidates.is_popular and not users.has_prior then item.score
+            else candidates.personal_score + prior
+        end as score
     from candidates
     cross join model_params
-    join eligible on eligible.item_key = candidates.item_key
-    join user_keys on user_keys.user_key = candidates.user_key
-),
-
-personal_ranked as (
-    select
-        scored.*,
-        scored.personal_score + scored.prior as score,
-        row_number() over (
-            partition by scored.user_key
-            order by scored.personal_score + scored.prior desc, scored.item_key  -- item_key follows item_id order
-        ) as order_in_source
-    from scored
-),
-
-personal as (
-    select
-        personal_ranked.user_key,
-        personal_ranked.item_key,
-        personal_ranked.score,
-        pick_source(personal_ranked.personal_score, personal_ranked.prior) as source,
-        case
-            when pick_source(personal_ranked.personal_score, personal_ranked.prior) = 'personalised'
-                then similarity_reason(because.title, personal_ranked.count_because)
-            else popularity_reason(personal_ranked.viewers)
-        end as reason,
-        1 as source_order,
-        personal_ranked.order_in_source
-    from personal_ranked
-    left join items as because on because.item_key = personal_ranked.because_key
-    where personal_ranked.order_in_source <= top_k
-),
-
-fill_ranked as (
-    -- a user can skip at most count_items + top_k items of the popular list
-    -- (watched, or already picked): only that many are joined per user
-    select
-        user_keys.user_key,
-        eligible.item_key,
-        eligible.score,
-        eligible.viewers,
-        row_number() over (partition by user_keys.user_key order by eligible.position) as order_in_source
-    from chosen as user_keys
-    join eligible on eligible.position <= user_keys.count_items + 2 * top_k
-    anti join excluded_items
-        on excluded_items.user_key = user_keys.user_key
-        and excluded_items.item_key = eligible.item_key
-    anti join personal
-        on personal.user_key = user_keys.user_key
-        and personal.item_key = eligible.item_key
-),
-
-fill as (
-    select
-        user_key,
-        item_key,
-        score,
-        'popular' as source,
-        popularity_reason(viewers) as reason,
-        2 as source_order,
-        order_in_source
-    from fill_ranked
-    where order_in_source <= top_k
-),
-
-combined as (
-    select * from personal
-    union all
-    select * from fill
+    join users on users.user_key = candidates.user_key
+    join item_popularity as item on item.item_key = candidates.item_key
 ),
 
 ranked as (
     select
-        combined.*,
+        scored.*,
         row_number() over (
-            partition by combined.user_key
-            order by combined.source_order, combined.order_in_source
+            partition by scored.user_key
+            order by
+                scored.is_fill,
+                case when not scored.is_fill then tie_value(scored.score) end desc,
+                scored.popularity_rank
         ) as rank
-    from combined
+    from scored
+    where with_fill or not scored.is_fill
 )
 
 select
-    user_keys.user_id,
+    ranked.user_key,
     ranked.rank,
-    items.item_id,
-    items.title,
-    items.content_type,
-    items.genre,
+    ranked.item_key,
     ranked.score,
-    ranked.source,
-    ranked.reason
+    case when ranked.is_fill then 'popular' else pick_source(ranked.personal_score, ranked.prior) end as source,
+    case
+        when not ranked.is_fill and pick_source(ranked.personal_score, ranked.prior) = 'personalised'
+            then similarity_reason(because.title, ranked.count_because)
+        else popularity_reason(ranked.viewers)
+    end as reason
 from ranked
-join user_keys on user_keys.user_key = ranked.user_key
-join items on items.item_key = ranked.item_key
+left join items as because on because.item_key = ranked.because_key
 where ranked.rank <= top_k;
 
--- recommend_personal: the personalised part of recommend, for_user's best
--- top_k candidates, best first: items similar to what they watched, scored
---   score(u, i) = sum over u's watched items w of contribution(u, w -> i)
---                 + prior_score(i)   -- 0 unless popularity_prior > 0
--- and, with a popularity prior, the most popular items they may get. A pick
--- is 'personalised' when similarity gave most of its score (the reason names
--- the watched item that gave most), else 'popular'. recommend, below, adds
--- the popular fill; the app asks for this first and for the whole of
--- recommend only when it comes back short, since most lists need no fill. It reads for_user's rows only:
--- their rows of user_item_strength, the neighbour lists of what they
--- watched (one indexed row per item), then the few items shown. It is the
--- sum of candidate_scores for one user, as its own plan: a user filter on
--- that view does not reach its scan (at 10M, seconds per user instead of
--- milliseconds).
-create or replace macro recommend_personal(
-    for_user, top_k := 10, only_genre := null, only_content_type := null, except_items := null
+-- recommend_all: the top_k items for every user with events (or those of
+-- for_users, a list of user ids, reading only their rows); one row per user
+-- and rank: recommendations_of for every user in one plan (batch export and
+-- evaluation). What recommend answers, user by user.
+create or replace macro recommend_all(
+    top_k := 10, only_genre := null, only_content_type := null, except_items := null, for_users := null
 ) as table
-with history as (
-    select * from user_rows(for_user)
-),
-
-contributions as (
-    select
-        entry.neighbor.neighbor_key as item_key,
-        history.item_key as because_key,
-        contribution(
-            history.strength,
-            entry.neighbor.similarity,
-            history.days_before_user_end,
-            model_params.user_half_life_days
-        ) as contribution
-    from history
-    cross join model_params
-    join neighbor_lists on neighbor_lists.item_key = history.item_key
-    cross join unnest(neighbor_lists.neighbors) as entry (neighbor)
-    where history.strength > 0
-),
-
-neighbour_scores as (
-    select
-        item_key,
-        sum(contribution) as personal_score,
-        max_by(because_key, contribution) as because_key,
-        count(*) as count_because
-    from contributions
-    group by item_key
-),
-
-evidence as (
-    select user_keys.count_history
-    from user_keys
-    where user_keys.user_key = user_key_of(for_user)
-),
-
-popular_candidates as (
-    -- with a popularity prior, the top_k most popular items for_user may get
-    -- compete with the neighbours (only top_k can win on popularity alone)
-    select eligible.item_key
-    from popular_eligible(only_genre, only_content_type, except_items := except_items) as eligible
-    cross join model_params
-    cross join evidence
-    where model_params.popularity_prior > 0
-        and evidence.count_history > 0
-        and eligible.item_key not in (select item_key from user_excluded(for_user))
-    order by eligible.popularity_rank
-    limit top_k
-),
-
-candidates as (
-    select
-        coalesce(neighbour_scores.item_key, popular_candidates.item_key) as item_key,
-        coalesce(neighbour_scores.personal_score, 0) as personal_score,
-        neighbour_scores.because_key,
-        neighbour_scores.count_because
-    from neighbour_scores
-    full outer join popular_candidates on popular_candidates.item_key = neighbour_scores.item_key
-),
-
-eligible_candidates as (
-    select
-        candidates.*,
-        item.viewers,
-        item.relative_score,
-        evidence.count_history,
-        -- the user's best personal score among what may be shown: the scale of their prior
-        max(candidates.personal_score) over () as user_top_score
-    from candidates
-    cross join evidence
-    join item_popularity as item on item.item_key = candidates.item_key
-    where matches_filters(
-            item.genre, item.content_type, only_genre, only_content_type,
-            item_id := item.item_id, except_items := except_items
-        )
-        and candidates.item_key not in (select item_key from user_excluded(for_user))
-),
-
-picks as (
-    select
-        eligible_candidates.*,
-        prior_score(
-            eligible_candidates.relative_score,
-            eligible_candidates.user_top_score,
-            eligible_candidates.count_history,
-            model_params.popularity_prior
-        ) as prior,
-        eligible_candidates.personal_score + prior as score
-    from eligible_candidates
-    cross join model_params
-    order by score desc, eligible_candidates.item_key  -- item_key follows item_id order
-    limit top_k
-)
-
 select
-    row_number() over (order by picks.score desc, picks.item_key) as rank,
+    user_keys.user_id,
+    picks.rank,
     items.item_id,
     items.title,
     items.content_type,
     items.genre,
     picks.score,
-    pick_source(picks.personal_score, picks.prior) as source,
+    picks.source,
+    picks.reason
+from recommendations_of(
     case
-        when pick_source(picks.personal_score, picks.prior) = 'personalised'
-            then similarity_reason(because.title, picks.count_because)
-        else popularity_reason(picks.viewers)
-    end as reason
-from picks
+        when for_users is not null
+            then (select coalesce(list(user_keys.user_key), []) from user_keys where list_contains(for_users, user_keys.user_id))
+    end,
+    top_k, only_genre, only_content_type, except_items
+) as picks
+join user_keys on user_keys.user_key = picks.user_key
+join items on items.item_key = picks.item_key;
+
+-- recommend_personal: the personalised part of recommend, for_user's best
+-- top_k candidates, best first (recommendations_of without the fill): with a
+-- popularity prior the whole list, without one the items similar to what
+-- they watched. The app asks for this first and for the whole of recommend
+-- only when it comes back short, since most lists need no fill. It reads
+-- for_user's rows only: their rows of user_item_strength, the neighbour
+-- lists of what they watched (one indexed row per item), then the few items
+-- shown.
+create or replace macro recommend_personal(
+    for_user, top_k := 10, only_genre := null, only_content_type := null, except_items := null
+) as table
+select
+    picks.rank,
+    items.item_id,
+    items.title,
+    items.content_type,
+    items.genre,
+    picks.score,
+    picks.source,
+    picks.reason
+from recommendations_of(
+    [user_key_of(for_user)], top_k, only_genre, only_content_type, except_items, with_fill := false
+) as picks
 join items on items.item_key = picks.item_key
-left join items as because on because.item_key = picks.because_key
-order by rank;
+order by picks.rank;
 
 -- recommend: the top_k items for for_user, best first: what recommend_all
 -- gives for_user, as a one-user plan that reads only their rows.
@@ -465,42 +384,29 @@ order by rank;
 create or replace macro recommend(
     for_user, top_k := 10, only_genre := null, only_content_type := null, except_items := null
 ) as table
-with personal as (
-    select *
-    from recommend_personal(
-        for_user, top_k, only_genre := only_genre, only_content_type := only_content_type,
-        except_items := except_items
-    )
-),
-
-fill as (
-    select eligible.*
-    from popular_eligible(only_genre, only_content_type, except_items := except_items) as eligible
-    where eligible.item_key not in (select item_key from user_excluded(for_user))
-        and eligible.item_id not in (select personal.item_id from personal)
-    order by eligible.popularity_rank
-    limit top_k
-),
-
-combined as (
-    select * from personal
-    union all
+with picks as (
     select
-        (select count(*) from personal) + row_number() over (order by fill.popularity_rank) as rank,
-        fill.item_id,
-        fill.title,
-        fill.content_type,
-        fill.genre,
-        fill.score,
-        'popular' as source,
-        popularity_reason(fill.viewers) as reason
-    from fill
+        picks.rank,
+        items.item_id,
+        items.title,
+        items.content_type,
+        items.genre,
+        picks.score,
+        picks.source,
+        picks.reason
+    from recommendations_of([user_key_of(for_user)], top_k, only_genre, only_content_type, except_items) as picks
+    join items on items.item_key = picks.item_key
+    union all
+    select *
+    from popular(
+        top_k, only_genre := only_genre, only_content_type := only_content_type, except_items := except_items
+    )
+    where user_key_of(for_user) is null
 )
 
 select *
-from combined
-where combined.rank <= top_k
-order by combined.rank;
+from picks
+order by picks.rank;
 
 -- recommend_many: the top_k for each of user_ids (a list; null = every user
 -- in users.csv or with events), one row per user and rank: the users in the

@@ -137,52 +137,167 @@ def neighbors(strength, params) -> dict[str, list[tuple[str, float, int]]]:
     }
 
 
-def recommend(user_id, k, items, strength, params, genre=None, content_type=None) -> list[tuple[str, float, str]]:
-    """[(item_id, score, source)] for one user (sql/50, recommend)."""
+def ease_neighbors(strength, params) -> dict[str, list[tuple[str, float, int]]]:
+    """item_id -> [(neighbor_id, weight, support)] (engine/ease.py, neighbor_model = 'ease'), straight
+    from the paper: B = I - P / diag(P), P = (X'X + l2 I)^-1 over the binary matrix of strength > 0;
+    each item keeps its max_neighbors largest weights in magnitude (12 decimals), ties to more
+    support, then the lower item_id."""
+    import numpy as np
+
+    viewed = sorted({key for key, row in strength.items() if row["strength"] > 0})
+    item_ids = sorted({item_id for _, item_id in viewed})
+    user_ids = sorted({user_id for user_id, _ in viewed})
+    column = {item_id: n for n, item_id in enumerate(item_ids)}
+    row_of = {user_id: n for n, user_id in enumerate(user_ids)}
+    matrix = np.zeros((len(user_ids), len(item_ids)))
+    for user_id, item_id in viewed:
+        matrix[row_of[user_id], column[item_id]] = 1.0
+    gram = matrix.T @ matrix
+    inverse = np.linalg.inv(gram + params.ease_lambda * np.eye(len(item_ids)))
+    weights = -inverse / np.diag(inverse)
+    result = {}
+    for a, item_id in enumerate(item_ids):
+        ranked = [
+            (round(abs(weights[a, b]), 12), int(gram[a, b]), item_ids[b], float(weights[a, b]))
+            for b in range(len(item_ids))
+            if b != a and round(abs(weights[a, b]), 12) > 0
+        ]
+        ranked.sort(key=lambda entry: (-entry[0], -entry[1], entry[2]))
+        kept = ranked[: params.max_neighbors]
+        if kept:
+            result[item_id] = [(b, weight, support) for _, support, b, weight in kept]
+    return result
+
+
+# --- the ranking (sql/50_serving.sql) -------------------------------------------------------
+
+
+def tie_value(x: float | None) -> float | None:
+    """sql/05_rules.sql tie_value: x to 12 significant digits (round half away from zero)."""
+    if x is None or x == 0:
+        return x
+    scale = math.pow(10, math.floor(math.log10(abs(x))))
+    scaled = x / scale * 1e11
+    return math.copysign(math.floor(abs(scaled) + 0.5), scaled) / 1e11 * scale
+
+
+def popularity_reason(viewers: int) -> str:
+    if viewers == 0:
+        return "in the catalogue, not watched yet"
+    if viewers == 1:
+        return "popular on the platform (1 viewer)"
+    return f"popular on the platform ({viewers} viewers)"
+
+
+def similarity_reason(because_title: str, count_because: int) -> str:
+    if count_because == 1:
+        return f"similar to {because_title}, which you watched"
+    return f"similar to {because_title} and {count_because - 1} more you watched"
+
+
+def ranking(user_id, items, strength, params, lists=None) -> list[dict]:
+    """The whole unfiltered ranking of every item user_id may get, best first: the oracle every
+    filtered, paged list is a restriction of (sql/50_serving.sql, recommend).
+
+    personal(u, i) = sum over u's watched items w (strength > 0) of strength x similarity(w -> i) x
+    recency; the candidates are the items similar to the history, less the excluded ones (watched
+    heavily, or at all unless resurface_light). top(u) is their best personal score (1 when none).
+    With a popularity prior (and count_history > 0) every item u may get competes on
+    personal + prior, prior = popularity_prior / count_history x top(u) x relative popularity;
+    without one the candidates are ranked on personal and the other items follow in popularity
+    order (the fill). Ties on tie_value(score) go to the more popular item. A pick is
+    'personalised' when personal > 0 and personal >= prior; its reason names the watched item that
+    contributed most (ties on tie_value: the lower item_id) and how many contributed.
+    """
+    if lists is None:
+        lists = ease_neighbors(strength, params) if params.neighbor_model == "ease" else neighbors(strength, params)
     item_rows = {item[0]: item for item in items}
     history = {item_id: row for (user, item_id), row in strength.items() if user == user_id}
-    lists = neighbors(strength, params)
-
-    def eligible(item_id: str) -> bool:
-        _, _, kind, item_genre = item_rows[item_id]
-        if genre is not None and item_genre != genre.lower():
-            return False
-        if content_type is not None and kind != content_type.lower():
-            return False
-        seen = history.get(item_id)
-        return seen is None or (params.resurface_light and not seen["is_heavy"])
-
-    scores = defaultdict(float)
+    excluded = {
+        item_id for item_id, row in history.items() if row["is_heavy"] or not params.resurface_light
+    }
+    contributions = defaultdict(list)  # candidate -> [(watched item, contribution)]
     for seed, row in history.items():
         if row["strength"] > 0:
             weight = row["strength"]
             if params.user_half_life_days > 0:
                 weight *= 0.5 ** (row["days_before_user_end"] / params.user_half_life_days)
             for neighbor_id, similarity, _ in lists.get(seed, []):
-                scores[neighbor_id] += weight * similarity
-    ranking = popularity(items, strength, params)
-    # the popularity prior: popularity_prior pseudo-items against the user's own
-    top_popularity = ranking[0][1] if ranking else 0.0
+                contributions[neighbor_id].append((seed, weight * similarity))
+    personal = {
+        item_id: sum(value for _, value in parts)
+        for item_id, parts in contributions.items()
+        if item_id not in excluded
+    }
+    popular = popularity(items, strength, params)
+    position = {item_id: n for n, (item_id, _, _) in enumerate(popular)}
+    popularity_score = {item_id: score for item_id, score, _ in popular}
+    viewers = {item_id: count for item_id, _, count in popular}
+    best_popularity = popular[0][1] if popular else 0.0
     count_history = sum(1 for row in history.values() if row["strength"] > 0)
-    candidates = {item_id: score for item_id, score in scores.items() if eligible(item_id)}
-    if params.popularity_prior > 0 and count_history > 0:
-        for item_id, _, _ in [row for row in ranking if eligible(row[0])][:k]:
-            candidates.setdefault(item_id, 0.0)
-    user_top = max(candidates.values(), default=0.0) or 1.0  # the best personal score that may be shown
+    with_prior = params.popularity_prior > 0 and count_history > 0
+    top = max(personal.values(), default=0.0) or 1.0
 
     def prior(item_id: str) -> float:
-        if params.popularity_prior <= 0 or count_history == 0 or top_popularity == 0:
+        if not with_prior or best_popularity == 0:
             return 0.0
-        share = next(score for other, score, _ in ranking if other == item_id) / top_popularity
-        return params.popularity_prior / count_history * user_top * share
+        return params.popularity_prior / count_history * top * popularity_score[item_id] / best_popularity
 
-    personal = sorted(
-        ((item_id, score, prior(item_id)) for item_id, score in candidates.items()),
-        key=lambda row: (-(row[1] + row[2]), row[0]),
-    )[:k]
-    chosen = {item_id for item_id, _, _ in personal}
-    fill = [(item_id, score) for item_id, score, _ in ranking if eligible(item_id) and item_id not in chosen]
-    picks = [
-        (i, p + q, "personalised" if p > 0 and p >= q else "popular") for i, p, q in personal
+    def pick(item_id: str, own: float, from_popularity: float) -> dict:
+        score = own + from_popularity
+        if own > 0 and own >= from_popularity:
+            because, _ = min(contributions[item_id], key=lambda part: (-tie_value(part[1]), part[0]))
+            source = "personalised"
+            reason = similarity_reason(item_rows[because][1], len(contributions[item_id]))
+        else:
+            source, reason = "popular", popularity_reason(viewers[item_id])
+        return {"item_id": item_id, "score": score, "source": source, "reason": reason}
+
+    def by_tie_rule(rows: list[dict]) -> list[dict]:
+        return sorted(rows, key=lambda row: (-tie_value(row["score"]), position[row["item_id"]]))
+
+    may_get = [item_id for item_id, _, _ in popular if item_id not in excluded]
+    if with_prior:
+        return by_tie_rule([pick(item_id, personal.get(item_id, 0.0), prior(item_id)) for item_id in may_get])
+    picks = by_tie_rule([pick(item_id, score, 0.0) for item_id, score in personal.items()])
+    fill = [
+        {"item_id": item_id, "score": popularity_score[item_id], "source": "popular",
+         "reason": popularity_reason(viewers[item_id])}
+        for item_id in may_get
+        if item_id not in personal
     ]
-    return (picks + [(i, s, "popular") for i, s in fill])[:k]
+    return picks + fill
+
+
+def allowed(item, genre=None, content_type=None, exclude=None) -> bool:
+    """sql/05_rules.sql matches_filters: any of each filter's values (lower-case; a genre field
+    may hold several, separated by '|'), never an item of exclude."""
+
+    def wanted(values):
+        values = [values] if isinstance(values, str) else list(values or [])
+        return {value.strip().lower() for value in values if value and value.strip()} or None
+
+    item_id, _, kind, item_genre = item
+    genres, kinds = wanted(genre), wanted(content_type)
+    return (
+        (genres is None or bool(genres & set(item_genre.split("|"))))
+        and (kinds is None or kind in kinds)
+        and item_id not in (exclude or ())
+    )
+
+
+def restricted(whole: list[dict], items, k, offset=0, genre=None, content_type=None, exclude=None) -> list[dict]:
+    """A filtered, paged list: the whole ranking restricted to what the filters allow, ranks
+    offset + 1 .. offset + k."""
+    item_rows = {item[0]: item for item in items}
+    kept = [row for row in whole if allowed(item_rows[row["item_id"]], genre, content_type, exclude)]
+    return [{**row, "rank": rank} for rank, row in enumerate(kept[offset: offset + k], offset + 1)]
+
+
+def recommend(user_id, k, items, strength, params, genre=None, content_type=None) -> list[tuple[str, float, str]]:
+    """[(item_id, score, source)] for one user (sql/50, recommend)."""
+    whole = ranking(user_id, items, strength, params)
+    return [
+        (row["item_id"], row["score"], row["source"])
+        for row in restricted(whole, items, k, genre=genre, content_type=content_type)
+    ]
