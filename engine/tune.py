@@ -86,13 +86,16 @@ PLAN: list[tuple[str, list[dict]]] = [
     ("similarity_normalisation", [{"similarity_normalisation": v} for v in (1.0, 0.5, 0.0)]),
     ("similarity_alpha", [{"similarity_alpha": v} for v in (0.5, 0.6, 0.8)]),
     ("popularity_beta", [{"popularity_beta": v} for v in (0.0, 0.1, 0.25)]),
-    # EASE carries popularity in its weights: it is tried without the prior,
-    # which the last step then tries again. Before the join's weighting: on
-    # long histories (the B look-alike) those trials spent the budget first,
-    # and EASE is what wins there.
-    ("neighbor_model", [{"neighbor_model": "cosine"}] + [
-        {"neighbor_model": "ease", "ease_lambda": v, "popularity_prior": 0.0} for v in (500.0, 100.0, 2000.0)
-    ]),
+    # EASE carries all-time popularity in its weights, but not what is
+    # watched now: it is tried with the prior chosen so far (the trend comes
+    # through it), then without it; the last step tries the prior again.
+    # Before the join's weighting: on long histories (the B look-alike)
+    # those trials spent the budget first, and EASE is what wins there.
+    ("neighbor_model", [
+        {"neighbor_model": "cosine"},
+        {"neighbor_model": "ease", "ease_lambda": 500.0},
+        {"neighbor_model": "ease", "ease_lambda": 500.0, "popularity_prior": 0.0},
+    ] + [{"neighbor_model": "ease", "ease_lambda": v} for v in (100.0, 2000.0)]),
     ("user_weight_gamma", [{"user_weight_gamma": v} for v in (0.0, 0.25, 0.5, 1.0)]),
     ("max_neighbors", [{"max_neighbors": v} for v in (20, 50, 100)]),
     ("strength_formula", [{"strength_formula": v} for v in ("log_views", "binary")]),
