@@ -10,10 +10,13 @@ strength, heaviness, recency), read by key. The live overlay
 popularity table each time it changes.
 
 The SQL macros of sql/50_serving.sql stay the definition of every answer:
-this module computes the same sums, the same prior, the same ranking, fill
-and reasons, in the same order, and tests/test_serving.py checks that it
-returns exactly what the macros return, for every user of the bundled data,
-with and without filters and live events.
+this module is the fast implementation of the same pieces (candidates, score,
+exclusion and filters, top-N, one method each: _excluded, _candidate_scores,
+_popular_candidates, _ranked, _reasons), with the same tie rule.
+tests/test_conformance.py runs the same cases against it, the SQL plans and
+the reference; tests/test_serving.py checks it returns exactly what the
+macros return for every user of the bundled data, with and without filters
+and live events.
 """
 
 from __future__ import annotations

@@ -169,7 +169,7 @@ from top
 order by rank;
 
 -- recommendations_of: the top_k items for each user of for_keys (with
--- events), one row per user and rank, by key: the ranking, one CTE a step.
+-- events), one row per user (by key) and rank: the ranking, one CTE a step.
 --   candidates: the personal ones (personal_scores_of) passing the filters,
 --     and each user's first top_k items of popular_eligible (the filters)
 --     they may get, in popularity order, passing over the personal
@@ -309,7 +309,10 @@ ranked as (
 select
     ranked.user_key,
     ranked.rank,
-    ranked.item_key,
+    items.item_id,
+    items.title,
+    items.content_type,
+    items.genre,
     ranked.score,
     case when ranked.is_fill then 'popular' else pick_source(ranked.personal_score, ranked.prior) end as source,
     case
@@ -318,6 +321,7 @@ select
         else popularity_reason(ranked.viewers)
     end as reason
 from ranked
+join items on items.item_key = ranked.item_key
 left join items as because on because.item_key = ranked.because_key
 where ranked.rank <= top_k;
 
@@ -330,14 +334,7 @@ create or replace macro recommend_all(
 ) as table
 select
     user_keys.user_id,
-    picks.rank,
-    items.item_id,
-    items.title,
-    items.content_type,
-    items.genre,
-    picks.score,
-    picks.source,
-    picks.reason
+    picks.* exclude (user_key)
 from recommendations_of(
     case
         when for_users is not null
@@ -345,8 +342,7 @@ from recommendations_of(
     end,
     top_k, only_genre, only_content_type, except_items
 ) as picks
-join user_keys on user_keys.user_key = picks.user_key
-join items on items.item_key = picks.item_key;
+join user_keys on user_keys.user_key = picks.user_key;
 
 -- recommend_personal: the personalised part of recommend, for_user's best
 -- top_k candidates, best first (recommendations_of without the fill): with a
@@ -359,19 +355,10 @@ join items on items.item_key = picks.item_key;
 create or replace macro recommend_personal(
     for_user, top_k := 10, only_genre := null, only_content_type := null, except_items := null
 ) as table
-select
-    picks.rank,
-    items.item_id,
-    items.title,
-    items.content_type,
-    items.genre,
-    picks.score,
-    picks.source,
-    picks.reason
+select picks.* exclude (user_key)
 from recommendations_of(
     [user_key_of(for_user)], top_k, only_genre, only_content_type, except_items, with_fill := false
 ) as picks
-join items on items.item_key = picks.item_key
 order by picks.rank;
 
 -- recommend: the top_k items for for_user, best first: what recommend_all
@@ -385,17 +372,8 @@ create or replace macro recommend(
     for_user, top_k := 10, only_genre := null, only_content_type := null, except_items := null
 ) as table
 with picks as (
-    select
-        picks.rank,
-        items.item_id,
-        items.title,
-        items.content_type,
-        items.genre,
-        picks.score,
-        picks.source,
-        picks.reason
+    select picks.* exclude (user_key)
     from recommendations_of([user_key_of(for_user)], top_k, only_genre, only_content_type, except_items) as picks
-    join items on items.item_key = picks.item_key
     union all
     select *
     from popular(

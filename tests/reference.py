@@ -9,6 +9,8 @@ import math
 from collections import defaultdict
 from datetime import datetime, timezone
 
+from engine.serving import popularity_reason, similarity_reason  # the reasons' wording, checked against sql/05
+
 
 def percentile_cont(values: list[float], fraction: float) -> float:
     """Linear interpolation between closest ranks, as SQL's percentile_cont."""
@@ -179,20 +181,6 @@ def tie_value(x: float | None) -> float | None:
     scale = math.pow(10, math.floor(math.log10(abs(x))))
     scaled = x / scale * 1e11
     return math.copysign(math.floor(abs(scaled) + 0.5), scaled) / 1e11 * scale
-
-
-def popularity_reason(viewers: int) -> str:
-    if viewers == 0:
-        return "in the catalogue, not watched yet"
-    if viewers == 1:
-        return "popular on the platform (1 viewer)"
-    return f"popular on the platform ({viewers} viewers)"
-
-
-def similarity_reason(because_title: str, count_because: int) -> str:
-    if count_because == 1:
-        return f"similar to {because_title}, which you watched"
-    return f"similar to {because_title} and {count_because - 1} more you watched"
 
 
 def ranking(user_id, items, strength, params, lists=None) -> list[dict]:
