@@ -54,6 +54,11 @@ the full plan with 4,000 made every choice it made with all of them, each trial'
 and its trials took 40% less time."""
 MIN_GAIN = 0.005
 """A value is kept only when it beats the best NDCG by this share (0.5%): noise is not chased."""
+COVERAGE_FLOOR = 0.5
+"""A value is kept only while the validation coverage@k stays at least this share of the starting
+point's: a strong popularity prior wins a little NDCG by showing everyone the same few items (A
+look-alike, global split: without this floor the tuned model scored NDCG@10 0.1055 with coverage
+5.6% on the test part, with it 0.1078 and 10.7%; the defaults' coverage there is 22.7%)."""
 MAX_EVENTS = 500_000
 """Above this many events a plain build does not tune (its time grows with the data; at 1M events
 a tuning run takes minutes): 'python cli.py tune' still does."""
@@ -254,6 +259,7 @@ def tune(
         step("tuning: trial 1 (the starting point)")
         best = run("start", {}, current, None)
         best.kept = True
+        start_coverage = best.coverage
         fitted = current  # what the validation catalogs' tables were last built with
         ease_given_up = False
         for position, (step_name, options) in enumerate(PLAN):
@@ -272,7 +278,7 @@ def tune(
                 step(f"tuning: trial {len(result.trials) + 1}, {step_name} {_describe(changes)}")
                 trial = run(step_name, changes, candidate, _layers_between(fitted, candidate))
                 fitted = candidate
-                if trial.ndcg > best.ndcg * (1 + MIN_GAIN):
+                if trial.ndcg > best.ndcg * (1 + MIN_GAIN) and trial.coverage >= COVERAGE_FLOOR * start_coverage:
                     trial.kept, best, current = True, trial, candidate
                 elif candidate.neighbor_model == "ease" and trial.ndcg < best.ndcg * EASE_GIVE_UP:
                     ease_given_up = True

@@ -81,7 +81,8 @@ def test_every_trial_is_tried_once_and_kept_only_when_it_gains(tuned_build):
     assert len({json.dumps(t.params, sort_keys=True) for t in trials}) == len(trials)
     best = trials[0].ndcg
     for trial in trials[1:]:
-        assert trial.kept == (trial.ndcg > best * (1 + tune.MIN_GAIN))
+        gains = trial.ndcg > best * (1 + tune.MIN_GAIN)
+        assert trial.kept == (gains and trial.coverage >= tune.COVERAGE_FLOOR * trials[0].coverage)
         if trial.kept:
             best = trial.ndcg
 
@@ -127,9 +128,12 @@ def test_the_budget_stops_the_plan_but_runs_the_last_step(tmp_path):
     assert [t.step for t in result.trials] == ["start"] + ["popularity_prior"] * (len(tune.PRIORS) - 1)
 
 
-def scripted_tune(tmp_path, monkeypatch, ndcg_of, dataset=None):
-    """tune() with each trial's validation NDCG given by ndcg_of(params) instead of a model fit."""
-    monkeypatch.setattr(tune.Validation, "fit_and_score", lambda self, params, layers: (ndcg_of(params), 0.0, 0.0))
+def scripted_tune(tmp_path, monkeypatch, ndcg_of, dataset=None, coverage_of=lambda params: 0.5):
+    """tune() with each trial's validation NDCG (and coverage) given by ndcg_of(params) (coverage_of)
+    instead of a model fit."""
+    monkeypatch.setattr(
+        tune.Validation, "fit_and_score", lambda self, params, layers: (ndcg_of(params), 0.0, coverage_of(params))
+    )
     folder = write_dataset(tmp_path / "data", *(dataset or hits_dataset()))
     with duckdb.connect(str(tmp_path / "t.db")) as con:
         load_into(con, folder)
@@ -178,6 +182,17 @@ def test_an_earlier_origin_drops_the_latest_events_first(tmp_path):
         median = con.execute("select percentile_disc(0.5) within group (order by watched_at) from events").fetchone()[0]
     assert kept == pytest.approx(total / 2, abs=2) and latest == median
     assert validation.name == "global (latest 50% dropped)"
+
+
+def test_a_gain_that_halves_the_coverage_is_not_kept(tmp_path, monkeypatch):
+    # a prior above 10 wins NDCG but shows everyone the same items: coverage 0.2 against the start's 0.5
+    result = scripted_tune(
+        tmp_path, monkeypatch,
+        ndcg_of=lambda p: 0.10 + p.popularity_prior / 1000,
+        coverage_of=lambda p: 0.2 if p.popularity_prior > 10 else 0.5,
+    )
+    assert result.params.popularity_prior == 10.0
+    assert any(t.params["popularity_prior"] == 300.0 and not t.kept for t in result.trials)
 
 
 def test_an_ease_trial_far_below_the_best_ends_the_ease_trials(tmp_path, monkeypatch):
