@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import json
 import logging
 import os
 import threading
 import time
 from datetime import datetime
+from decimal import Decimal
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, AsyncIterator, Optional
 
@@ -45,6 +47,10 @@ access = logging.getLogger("recs.access")
 
 MAX_K = 1000
 """The largest k accepted: more is refused with 422, not silently capped."""
+MAX_BODY_BYTES = 8 * 1024 * 1024
+"""The largest request body read: 10,000 events with long ids fit; more is 413 before parsing."""
+MAX_KEY_LENGTH = 200
+"""The longest Idempotency-Key accepted."""
 
 # What each parameter accepts: quoted in 422 messages and in the OpenAPI docs.
 ALLOWED = {
@@ -54,7 +60,7 @@ ALLOWED = {
     "genre": "a genre of the catalogue, e.g. drama (case-insensitive; empty means any)",
     "content_type": "a content type of the catalogue: tv, movie, series or microdrama (case-insensitive; empty means any)",
     "exclude": "item ids of the catalogue, comma-separated or repeated, e.g. i1,i2",
-    "offset": "a whole number of at least 0: how many of the list to skip",
+    "offset": f"a whole number from 0 to {engine.recommend.MAX_OFFSET}: how many of the list to skip",
     "user_ids": f"from 1 to {engine.MAX_BATCH} user ids",
 }
 
@@ -63,7 +69,10 @@ ERROR_STATUS: list[tuple[type[engine.RecsError], int, str]] = [
     (engine.UnknownUser, 404, "unknown_user"),
     (engine.UnknownItem, 404, "unknown_item"),
     (engine.UnknownFilter, 422, "invalid_parameter"),
+    (engine.IdempotencyConflict, 422, "idempotency_conflict"),
     (engine.BadArgument, 422, "invalid_parameter"),
+    (engine.StorageFull, 507, "insufficient_storage"),
+    (engine.LogDamaged, 503, "log_damaged"),
     (engine.RecsError, 503, "unavailable"),  # DatabaseMissing, DatabaseLocked, ...: cannot answer now
 ]
 
@@ -198,7 +207,7 @@ EXCLUDE_QUERY = Query(
     description=f"Never these items (e.g. those already on screen): {ALLOWED['exclude']}.",
     openapi_examples={"none": {"summary": "exclude nothing", "value": ""}, "two": {"summary": "two items", "value": "i1,i2"}},
 )
-OFFSET_QUERY = Query(ge=0, description=f"For paging: {ALLOWED['offset']}; offset=10&k=10 is ranks 11-20.")
+OFFSET_QUERY = Query(ge=0, le=engine.recommend.MAX_OFFSET, description=f"For paging: {ALLOWED['offset']}; offset=10&k=10 is ranks 11-20.")
 USER_QUERY = Query(
     min_length=1, description=f"The user: {ALLOWED['user_id']}.",
     openapi_examples={
@@ -361,7 +370,7 @@ class BatchRequest(BaseModel):
     genre: list[str] = Field(default_factory=list, description="Only items of any of these genres; [] = any.")
     content_type: list[str] = Field(default_factory=list, description="Only any of these content types; [] = any.")
     exclude: list[str] = Field(default_factory=list, description="Item ids never to pick, for every user.")
-    offset: int = Field(0, ge=0, description=f"For paging: {ALLOWED['offset']}.")
+    offset: int = Field(0, ge=0, le=engine.recommend.MAX_OFFSET, description=f"For paging: {ALLOWED['offset']}.")
 
 
 class BatchResponse(BaseModel):
@@ -425,9 +434,11 @@ def similar(
 
 
 class EventsBody(BaseModel):
-    events: list[Any] = Field(
-        max_length=engine.live.MAX_BATCH,
-        description=f"Up to {engine.live.MAX_BATCH:,} events, each with the columns of events.csv: user_id, "
+    """The body of POST /events (for the docs: the route reads the body itself, after the token)."""
+
+    events: list[dict[str, Any]] = Field(
+        min_length=1, max_length=engine.live.MAX_BATCH,
+        description=f"1 to {engine.live.MAX_BATCH:,} events, each with the columns of events.csv: user_id, "
         "item_id, event_type, watch_seconds, timestamp (ISO 8601; Z or an offset, else UTC).",
     )
 
@@ -452,12 +463,23 @@ BAD_EVENTS = {
     }}},
 }
 UNAUTHORIZED = _error_example("unauthorized", "POST /events needs the header Authorization: Bearer <RECS_API_TOKEN>")
+NOT_LOCAL = (
+    "writes from beyond this machine need a token: set RECS_API_TOKEN on the server "
+    "(clients then send Authorization: Bearer <token>)"
+)
+FORBIDDEN = _error_example("forbidden", NOT_LOCAL)
+TOO_LARGE = _error_example("too_large", f"the request body is over {MAX_BODY_BYTES:,} bytes: send smaller batches")
+STORAGE_FULL = _error_example("insufficient_storage", "recs.db.live-events.log: the disk is full; the batch was not kept")
 
 
 def check_write_token(request: Request) -> None:
-    """With RECS_API_TOKEN set (read when the app was made), writes need it as a Bearer token."""
+    """Who may write: with RECS_API_TOKEN set (read when the app was made), whoever sends it as a
+    Bearer token (else Unauthorized); without it, only clients on this machine (else NotLocal),
+    whichever way the app was started (`recs serve`, `uvicorn api:app --host 0.0.0.0`)."""
     token = request.app.state.api_token
     if not token:
+        if not is_local_client(request):
+            raise NotLocal()
         return
     given = request.headers.get("authorization", "")
     scheme, _, value = given.partition(" ")
@@ -465,8 +487,62 @@ def check_write_token(request: Request) -> None:
         raise Unauthorized()
 
 
+def is_local_client(request: Request) -> bool:
+    """Whether the request comes from this machine: the client's address is loopback (Starlette's
+    TestClient calls itself 'testclient') and so is every address a proxy forwarded it for. A
+    reverse proxy on this host passes a remote client on in X-Forwarded-For, which uvicorn
+    trusts from 127.0.0.1 by default; either way it is not local."""
+    client = request.client.host if request.client else ""
+    if client != "testclient" and not is_loopback(client):
+        return False
+    forwarded = [part.strip() for value in request.headers.getlist("x-forwarded-for") for part in value.split(",")]
+    forwarded += [part.strip() for value in request.headers.getlist("x-real-ip") for part in value.split(",")]
+    return all(is_loopback(address) for address in forwarded if address)
+
+
 class Unauthorized(Exception):
     """A write without the API token."""
+
+
+class NotLocal(Exception):
+    """A write from beyond this machine while no API token is set."""
+
+
+def parse_events(body: bytes) -> list:
+    """The events of a POST /events body, or BadArgument (422) saying what is wrong with it.
+
+    Numbers are kept as the text they were written as (a 5,000-digit watch_seconds is then
+    refused by the rules of sql/12, by field, instead of failing Python's int parser)."""
+    try:
+        data = json.loads(body, parse_int=str, parse_float=Decimal, parse_constant=_not_json)
+    except (ValueError, RecursionError) as error:
+        raise engine.BadArgument(f"the body is not JSON: {str(error)[:100]}") from None
+    if not isinstance(data, dict) or "events" not in data:
+        raise engine.BadArgument('the body must be a JSON object {"events": [...]}')
+    unexpected = sorted(set(data) - {"events"})
+    if unexpected:
+        raise engine.BadArgument(f"unexpected field {unexpected[0][:40]!r} in the body (expected: events)")
+    events = data["events"]
+    if not isinstance(events, list) or not 1 <= len(events) <= engine.live.MAX_BATCH:
+        count = f"{len(events):,}" if isinstance(events, list) else type(events).__name__
+        raise engine.BadArgument(f"events: from 1 to {engine.live.MAX_BATCH:,} events, not {count}")
+    return events
+
+
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The request's Idempotency-Key header: 1 to MAX_KEY_LENGTH visible ASCII characters."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= MAX_KEY_LENGTH or not all("!" <= char <= "~" for char in key):
+        raise engine.BadArgument(
+            f"Idempotency-Key: 1 to {MAX_KEY_LENGTH} visible ASCII characters (no spaces), e.g. a UUID"
+        )
+    return key
 
 
 @router.post(
@@ -478,17 +554,25 @@ class Unauthorized(Exception):
     "whole (422, `details` names each bad event's index, field and problem): retry the whole batch. "
     "Unknown items are invalid; unknown users are fine (new users arrive this way). The events count "
     "at once: the user's history, exclusions, personal scores and popularity; item neighbours at the "
-    "next build. With `RECS_API_TOKEN` set, needs `Authorization: Bearer <token>` (401 otherwise).",
+    "next build. With `RECS_API_TOKEN` set, needs `Authorization: Bearer <token>` (401 otherwise); "
+    "without it, only clients on this machine may write (403). An `Idempotency-Key` header makes a "
+    "retry safe: the same key within 24 hours returns the first answer and counts once. "
+    f"Bodies over {MAX_BODY_BYTES:,} bytes get 413; a full disk 507, with nothing of the batch kept.",
     responses={200: {"content": {"application/json": {"example": {"accepted": 1}}}}, 401: UNAUTHORIZED,
-               422: BAD_EVENTS},
+               403: FORBIDDEN, 413: TOO_LARGE, 422: BAD_EVENTS, 507: STORAGE_FULL},
     tags=["events"],
-    openapi_extra={"requestBody": {"content": {"application/json": {"example": EVENTS_EXAMPLE}}}},
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": EventsBody.model_json_schema(), "example": EVENTS_EXAMPLE,
+    }}}},
 )
-def post_events(recommender: RecommenderDep, body: EventsBody, _: Annotated[None, Depends(check_write_token)]) -> JSONResponse:
+async def post_events(request: Request, recommender: RecommenderDep) -> JSONResponse:
+    check_write_token(request)  # before a byte of the body is read
     if not recommender_writes(recommender):
         return _error(403, "read_only", "this server was started with --read-only: POST /events is off")
+    key = idempotency_key(request)
+    events = parse_events(await request.body())
     try:
-        accepted = recommender.add_events(body.events)
+        accepted = await run_in_threadpool(recommender.add_events, events, key)
     except engine.InvalidEvents as error:
         return _error(422, "invalid_events", str(error), details=[problem.to_dict() for problem in error.problems])
     return JSONResponse({"accepted": accepted})
@@ -517,6 +601,18 @@ the server picks the new file up without a restart or a failed request.
 """
 
 
+def _open_checked(
+    recommender: engine.Recommender | None, db: str | os.PathLike | None, data_dir: str | os.PathLike | None
+) -> engine.Recommender:
+    """The Recommender to serve (made here unless given: building recs.db first if missing or
+    stale, which can take a while), with every record of its live log checked."""
+    serving = recommender
+    if serving is None:
+        serving = engine.Recommender(config.db_path(db), config.data_dir(data_dir), fast=config.serving_fast())
+    serving.check_live_log()
+    return serving
+
+
 def create_app(
     db: str | os.PathLike | None = None,
     data_dir: str | os.PathLike | None = None,
@@ -531,12 +627,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        serving = recommender
-        if serving is None:
-            # Building can take a while on big data: keep the event loop free meanwhile.
-            serving = await run_in_threadpool(
-                lambda: engine.Recommender(config.db_path(db), config.data_dir(data_dir), fast=config.serving_fast())
-            )
+        try:
+            serving = await run_in_threadpool(_open_checked, recommender, db, data_dir)
+        except engine.RecsError as error:
+            app.state.startup_error = printable(str(error))  # uvicorn logs it, in one line
+            raise
+        if recommender is None:
             serving.writes = os.environ.get("RECS_READ_ONLY", "") != "1"
             if serving.build_report is not None:
                 log.info("built %s in %.1f s", serving.db, serving.build_report.seconds)
@@ -576,7 +672,74 @@ def create_app(
                            allow_headers=["Authorization", "Content-Type"])
 
     app.add_middleware(Measured, metrics=app.state.metrics)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(OneLineStartupError, state=app.state)
     return app
+
+
+class BodyLimit:
+    """413 for a request body over limit bytes: at once when Content-Length says so, else as soon
+    as the bytes read pass it. Nothing past the limit is read or parsed."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return await self._too_large(scope, receive, send)
+        seen = 0
+
+        async def receiving():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLarge()
+            return message
+
+        try:
+            await self.app(scope, receiving, send)
+        except BodyTooLarge:
+            await self._too_large(scope, receive, send)
+
+    async def _too_large(self, scope, receive, send):
+        response = _error(413, "too_large", f"the request body is over {self.limit:,} bytes: send smaller batches")
+        response.headers["Connection"] = "close"
+        await response(scope, receive, send)
+
+
+class BodyTooLarge(Exception):
+    """A request body that passed the limit while it was read."""
+
+
+class OneLineStartupError:
+    """When the model cannot be opened at startup (a damaged live log, say), uvicorn prints the
+    engine's one-line message, not a traceback, and exits."""
+
+    def __init__(self, app, state):
+        self.app, self.state = app, state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "lifespan":
+            return await self.app(scope, receive, send)
+
+        async def sending(message):
+            error = getattr(self.state, "startup_error", None)
+            if message["type"] == "lifespan.startup.failed" and error:
+                message = {**message, "message": error}
+            await send(message)
+
+        await self.app(scope, receive, sending)
+
+
+def printable(text: str) -> str:
+    """text with every control character escaped (a newline as \\n): a logged path or value
+    cannot start a forged log line."""
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text)
 
 
 class Measured:
@@ -605,7 +768,7 @@ class Measured:
             endpoint = getattr(route, "path", None) or "unmatched"
             self.metrics.observe(scope["method"], endpoint, status[0], seconds)
             if access.isEnabledFor(logging.INFO):
-                access.info("%s %s %d %.1f ms", scope["method"], scope["path"], status[0], seconds * 1000)
+                access.info("%s %s %d %.1f ms", scope["method"], printable(scope["path"]), status[0], seconds * 1000)
 
 
 class Metrics:
@@ -699,17 +862,15 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_parameter(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        details = [
-            {key: value for key, value in error.items() if key in ("loc", "msg", "type", "input")}
-            for error in errors
-        ]
+        # what was wrong and where, never the input itself: a 422 does not echo a hostile body back
+        details = [{key: value for key, value in error.items() if key in ("loc", "msg", "type")} for error in errors]
         return _error(422, "invalid_parameter", _validation_message(errors), details=jsonable_encoder(details))
 
     @app.exception_handler(engine.RecsError)
     async def engine_error(request: Request, exc: engine.RecsError) -> JSONResponse:
         status, code = next((status, code) for kind, status, code in ERROR_STATUS if isinstance(exc, kind))
         if status >= 500:
-            log.warning("%s %s: %s", request.method, request.url.path, exc)
+            log.warning("%s %s: %s", request.method, printable(request.url.path), printable(str(exc)))
         return _error(status, code, str(exc))
 
     @app.exception_handler(StarletteHTTPException)
@@ -727,11 +888,15 @@ def _add_error_handlers(app: FastAPI) -> None:
         response.headers["WWW-Authenticate"] = "Bearer"
         return response
 
+    @app.exception_handler(NotLocal)
+    async def not_local(request: Request, exc: NotLocal) -> JSONResponse:
+        return _error(403, "forbidden", NOT_LOCAL)
+
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         # Logged with its traceback here; the client only learns that it failed.
         app.state.internal_errors += 1
-        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        log.error("unexpected error on %s %s", request.method, printable(request.url.path), exc_info=exc)
         return _error(500, "internal_error", "unexpected server error; it has been logged")
 
 
@@ -777,6 +942,7 @@ def serve(
     import uvicorn
 
     check_writes_allowed(host, writes)
+    recommender.check_live_log()  # a damaged log: one line, before the port opens
     recommender.writes = writes
     os.environ["RECS_LOG_LEVEL"] = log_level  # for each worker process too
     configure_logging()

@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 import engine
-from engine import config, settings
+from engine import config, eventlog, settings
 from engine.build import built_state
 from engine.metrics import Scores
 
@@ -899,6 +899,67 @@ def params(param: PARAM = None, format: FORMAT = None, as_json: JSON = False) ->
         [("name", "left"), ("value", "left"), ("source", "left")],
         [[row["name"], "" if row["value"] is None else str(row["value"]), row["source"]] for row in rows],
     ))
+
+
+live_app = typer.Typer(help="The live event log beside recs.db: check it, repair it.", no_args_is_help=True)
+app.add_typer(live_app, name="live")
+
+
+def live_log() -> eventlog.EventLog:
+    """The live log of the chosen recs.db (opened without the model: it may be what is damaged)."""
+    return eventlog.EventLog(eventlog.log_path(config.db_path(state.db)))
+
+
+@live_app.command("check")
+def live_check(as_json: JSON = False) -> None:
+    """Check every record of the live log and its committed length; exit 1 when anything is damaged.
+
+    Changes nothing. Bytes past the committed length are a write that was never
+    acknowledged (a crash mid-append): shown, not a problem.
+
+    Example: python cli.py live check
+    """
+    report = live_log().check()
+    if as_json:
+        print_json(report.to_dict())
+    else:
+        committed = "missing" if report.committed is None else f"{report.committed:,} bytes"
+        out.print(
+            f"{report.path}: {report.records:,} accepted batches, {report.events:,} events, "
+            f"{report.size:,} bytes (committed: {committed}; never acknowledged: {report.unacknowledged_bytes:,} bytes)"
+            if report.exists else f"{report.path}: no live log (no events accepted since the build)",
+            soft_wrap=True,
+        )
+        for problem in report.problems:
+            err.print(f"Damaged: {problem}", soft_wrap=True)
+        if not report.ok:
+            err.print("Run 'python cli.py live repair' to set the damage aside (nothing is deleted).", soft_wrap=True)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@live_app.command("repair")
+def live_repair(as_json: JSON = False) -> None:
+    """Make a damaged live log readable again, keeping every record that checks out.
+
+    Damaged records are blanked in place and a cut-short tail is removed; every
+    byte taken out is first kept in <log>.damaged. An earlier version's CSV log
+    is converted.
+
+    Example: python cli.py live repair
+    """
+    log = live_log()
+    with reported_errors():
+        done = log.repair()
+    report = log.check()
+    if as_json:
+        print_json({"done": done, **report.to_dict()})
+    else:
+        for line in done or ["nothing to repair"]:
+            out.print(line, soft_wrap=True)
+        out.print(f"{report.path}: {report.records:,} accepted batches, {report.events:,} events", soft_wrap=True)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 def run() -> None:

@@ -308,6 +308,8 @@ class LiveOverlay:
         reader answers from the overlay as it is, a few milliseconds old, instead of queueing.
         """
         stamp = self.log.stamp()
+        if stamp is None:
+            self.log.committed()  # a log without its committed length: LogDamaged, never "no events"
         if stamp == self._stamp or self._instance is None:
             return False
         if not self._lock.acquire(blocking=wait):

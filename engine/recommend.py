@@ -56,6 +56,10 @@ Filter = str | list[str] | tuple[str, ...] | None
 
 MAX_BATCH = 1000
 """The most users one recommend_batch call answers."""
+MAX_OFFSET = 100_000
+"""The deepest page: offset + k beyond any catalogue we serve is refused, not sent to SQL."""
+MAX_BATCH_ITEMS = 100_000
+"""The most items one recommend_batch call returns (users x (offset + k)): about 7 MB of JSON."""
 
 
 class Recommender:
@@ -211,6 +215,11 @@ class Recommender:
             raise BadArgument(f"a batch has from 1 to {MAX_BATCH:,} user ids, not {len(user_ids):,}")
         _check_k(k)
         _check_offset(offset)
+        if len(user_ids) * (offset + k) > MAX_BATCH_ITEMS:
+            raise BadArgument(
+                f"a batch returns at most {MAX_BATCH_ITEMS:,} items (users x (offset + k)), not "
+                f"{len(user_ids):,} x {offset + k:,}: ask for fewer users or a smaller k"
+            )
         filters = self._filters(genre, content_type, exclude)
         params = {"user_ids": list(user_ids), "k": offset + k, **filters}
         rows = self.database.rows(f"select * from recommend_many($user_ids, $k, {FILTERS})", params)
@@ -289,6 +298,12 @@ class Recommender:
             if self.fast:
                 self.serving_index()  # the index takes them in here, not in the next reader's request
         return appended.accepted
+
+    def check_live_log(self) -> None:
+        """Read and check every record of the live log now (a server does before it answers):
+        LogDamaged, naming the file and byte, when any does not check out."""
+        self.live.log.load_keys()
+        self.database.cursor()  # the overlay: what the build did not fold
 
     def ingest(self, path: Path) -> live.IngestReport:
         """Append the good events of a CSV file (the columns of events.csv) to the live log; the
@@ -435,8 +450,8 @@ def _several(value: Filter) -> bool:
 
 
 def _check_offset(offset: int) -> None:
-    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
-        raise BadArgument(f"offset must be a whole number of at least 0, not {offset!r}")
+    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= MAX_OFFSET:
+        raise BadArgument(f"offset must be a whole number from 0 to {MAX_OFFSET:,}, not {str(offset)[:20]}")
 
 
 def _check_k(k: int) -> None:

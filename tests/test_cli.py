@@ -243,6 +243,9 @@ def test_environment_variables_choose_db_and_data_dir(cli, tiny_dir, monkeypatch
 def _commands():
     for info in cli_module.app.registered_commands:
         yield info.name or info.callback.__name__.replace("_", "-"), info.callback
+    for group in cli_module.app.registered_groups:  # `live check`, `live repair`
+        for info in group.typer_instance.registered_commands:
+            yield f"{group.name} {info.name}", info.callback
 
 
 def test_app_has_the_expected_commands():
@@ -253,7 +256,7 @@ def test_app_has_the_expected_commands():
 def test_every_command_has_help_with_summary_and_example(cli, name, callback):
     doc = inspect.getdoc(callback)
     assert doc, f"{name} has no docstring"
-    result = cli(name, "--help")
+    result = cli(*name.split(), "--help")
     assert result.exit_code == 0
     text = " ".join(result.stdout.split())  # Rich wraps long lines
     assert doc.splitlines()[0] in text
