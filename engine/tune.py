@@ -58,7 +58,8 @@ COVERAGE_FLOOR = 0.5
 """A value is kept only while the validation coverage@k stays at least this share of the starting
 point's: a strong popularity prior wins a little NDCG by showing everyone the same few items (A
 look-alike, global split: without this floor the tuned model scored NDCG@10 0.1055 with coverage
-5.6% on the test part, with it 0.1078 and 10.7%; the defaults' coverage there is 22.7%)."""
+5.6% on the test part; with it 0.1078 / 10.7% and 0.1063 / 23.4% in two runs, whose CPU budgets
+reached different trials; the defaults' coverage there is 22.7%)."""
 MAX_EVENTS = 500_000
 """Above this many events a plain build does not tune (its time grows with the data; at 1M events
 a tuning run takes minutes): 'python cli.py tune' still does."""
