@@ -39,7 +39,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import engine
-from engine import config
+from engine import config, settings
+from engine.watcher import Watcher
 
 log = logging.getLogger("recs.api")
 access = logging.getLogger("recs.access")
@@ -608,7 +609,11 @@ def _open_checked(
     stale, which can take a while), with every record of its live log checked."""
     serving = recommender
     if serving is None:
-        serving = engine.Recommender(config.db_path(db), config.data_dir(data_dir), fast=config.serving_fast())
+        resolved = settings.load()  # the environment and recs.toml, as the command line reads them
+        serving = engine.Recommender(
+            db if db is not None else resolved.db, data_dir if data_dir is not None else resolved.data_dir,
+            resolved.params, input_format=resolved.input_format, fast=config.serving_fast(),
+        )
     serving.check_live_log()
     return serving
 
@@ -645,8 +650,8 @@ def create_app(
             await run_in_threadpool(serving.serving_index)  # loaded before the first request, not during it
         app.state.ready = True
         watcher = (
-            engine.serving.Watcher(serving, config.watch_seconds(), config.fold_seconds())
-            if config.watch_seconds() else None
+            Watcher(serving, config.watch_seconds(), config.fold_seconds())
+            if config.watch_seconds() and serving.standalone is None else None
         )
         if watcher is not None:
             watcher.start()
@@ -947,10 +952,19 @@ def serve(
     os.environ["RECS_LOG_LEVEL"] = log_level  # for each worker process too
     configure_logging()
     if workers > 1:
+        # each worker resolves its settings from the environment: give it this process's
         os.environ.update({
             "RECS_DB": str(recommender.db), "RECS_DATA_DIR": str(recommender.data_dir),
             "RECS_SERVING": "index" if recommender.fast else "sql", "RECS_READ_ONLY": "" if writes else "1",
         })
+        if recommender.params is not None:
+            os.environ.update({
+                settings.param_env_name(name): str(value) for name, value in recommender.params.as_dict().items()
+            })
+        if recommender.input_format is not None:
+            os.environ.update({
+                "RECS_DELIMITER": recommender.input_format.delimiter or "", "RECS_ENCODING": recommender.input_format.encoding,
+            })
         recommender.close()
         uvicorn.run("api:app", host=host, port=port, log_level=log_level, workers=workers, access_log=False)
         return

@@ -152,17 +152,11 @@ def main(
         for name, value in (("db", db), ("data_dir", data_dir), ("delimiter", delimiter), ("encoding", encoding))
     }
     with reported_errors():  # a bad settings file is one error line, exit 1
-        state.config = settings.config_file(config_path)
-        state.settings = settings.resolve(given, state.config.value)
-        state.params, _ = settings.model_settings(state.config.value)
-    state.db, state.data_dir = Path(state.settings["db"].value), Path(state.settings["data_dir"].value)
-    delimiter, encoding = state.settings["delimiter"], state.settings["encoding"]
+        resolved = settings.load(given, config_path)
+    state.config, state.settings, state.params = resolved.config, resolved.values, resolved.params
+    state.db, state.data_dir = resolved.db, resolved.data_dir
     try:
-        # None: read the CSVs as the last build did (build_info), else by default
-        state.input_format = (
-            engine.InputFormat(delimiter.value, encoding.value)
-            if delimiter.source != "default" or encoding.source != "default" else None
-        )
+        state.input_format = resolved.input_format  # None: read the CSVs as the last build did (build_info)
     except engine.BadArgument as error:
         raise typer.BadParameter(str(error), param_hint="--delimiter / --encoding") from None
 

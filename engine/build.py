@@ -251,11 +251,13 @@ def ensure_built(
     params: ModelParams | None = None,
     progress: Progress | None = None,
     input_format: load.InputFormat | None = None,
+    tune: bool | None = None,
 ) -> BuildReport | None:
     """Build db when it is missing, older than the CSVs or SQL, or built with other params.
 
     params None accepts any parameters a build chose (tuned or not); a build
-    it starts chooses them as build() does. input_format: how the CSVs are
+    it starts chooses them as build() does (tune as there: False reuses the
+    last tuned parameters, which a server's background rebuild does). input_format: how the CSVs are
     written; None accepts the one the last build used, and a build it starts
     reads them as that one did (else load.InputFormat.from_env()). Returns the
     report, or None if fresh.
@@ -269,7 +271,7 @@ def ensure_built(
     with build_lock(db):
         if is_fresh(built_state(db), wanted, params, input_format):  # another process built it while we waited
             return None
-        return _build_unlocked(db, folder, params, progress, input_format=input_format)
+        return _build_unlocked(db, folder, params, progress, tune, input_format=input_format)
 
 
 def build(

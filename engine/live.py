@@ -357,7 +357,27 @@ class LiveOverlay:
         self.sync(wait=True)
 
     def _take_in(self, cursor: duckdb.DuckDBPyConnection, good: list[tuple]) -> None:
-        """Add checked events to live.events and recompute the overlay for their users."""
+        """Add checked events to live.events and recompute the overlay for their users, in one
+        transaction: a reader (another cursor) sees the overlay before the batch or after it,
+        never half of it (sql/live_overlay.sql deletes a user's rows, then inserts new ones)."""
+        cursor.execute("begin transaction")
+        try:
+            self._recompute(cursor, good)
+            cursor.execute("commit")
+        except BaseException:
+            cursor.execute("rollback")
+            raise
+        changed = {row[0] for row in good}
+        version = self.version + 1
+        if not self.events:
+            self._first_at = time.monotonic()
+        # published after the commit, each by one assignment: what a reader sees is never newer
+        # than the rows it reads (apply_live takes user_versions, then reads)
+        self.user_versions = {**self.user_versions, **{user_id: version for user_id in changed}}
+        self.events += len(good)
+        self.version = version
+
+    def _recompute(self, cursor: duckdb.DuckDBPyConnection, good: list[tuple]) -> None:
         cursor.execute(
             """
             insert into live.events
@@ -392,12 +412,6 @@ class LiveOverlay:
                 )
                 self._copy_built_rows(cursor, [int(row[1]) for row in keys])
         sqlfiles.run_file(cursor, OVERLAY_SQL)
-        if not self.events:
-            self._first_at = time.monotonic()
-        self.events += len(good)
-        self.version += 1
-        for user_id in changed:
-            self.user_versions[user_id] = self.version
 
     @staticmethod
     def _copy_built_rows(cursor: duckdb.DuckDBPyConnection, keys: list[int]) -> None:
@@ -435,7 +449,8 @@ class LiveOverlay:
 
     def changed_since(self, version: int) -> list[str]:
         """The users whose overlay rows changed after version."""
-        return [user_id for user_id, changed in self.user_versions.items() if changed > version]
+        versions = self.user_versions  # one snapshot: a writer replaces the dict, never changes it
+        return [user_id for user_id, changed in versions.items() if changed > version]
 
     def prepare(self, cursor: duckdb.DuckDBPyConnection, state) -> None:
         """Give cursor the temp views once there are live events (state: the thread's store)."""

@@ -110,6 +110,10 @@ class Recommender:
     ):
         self.db = config.db_path(db)
         self.data_dir = config.data_dir(data_dir)
+        self.params = params
+        """The parameters pinned for this model (None: as built); a background rebuild keeps them."""
+        self.input_format = input_format
+        """How the CSVs are read (None: as the last build did); a background rebuild keeps it."""
         self.build_report = None
         self.stale: str | None = None
         self.stale_built_at: str | None = None

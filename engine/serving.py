@@ -243,19 +243,11 @@ class ServingIndex:
             return
         changed = overlay.changed_since(self.live.version)
         days = ", days_before_user_end" if self.user_half_life_days > 0 else ""
-        rows = cursor.execute(
-            f"select user_id, item_key, strength, is_heavy{days} from live.user_item_strength "
-            "where user_id in (select unnest($ids::varchar[])) order by user_key, item_key",
-            {"ids": changed},
-        ).fetchall()
-        keys = {
-            user_id: (count_history, has_history)
-            for user_id, count_history, has_history in cursor.execute(
-                "select user_id, count_history, has_history from live.user_keys "
-                "where user_id in (select unnest($ids::varchar[]))",
-                {"ids": changed},
-            ).fetchall()
-        }
+        cursor.execute("begin transaction")  # one snapshot of the overlay for the reads below
+        try:
+            rows, keys, popularity = self._read_live(cursor, changed, days)
+        finally:
+            cursor.execute("commit")
         grouped: dict[str, list] = {}
         for row in rows:
             grouped.setdefault(row[0], []).append(row[1:])
@@ -270,7 +262,24 @@ class ServingIndex:
                 int(keys[user_id][0]),
                 bool(keys[user_id][1]),
             )
-        self.live = LiveRows(version, users, self._read_popularity(cursor, "live.item_popularity"))
+        self.live = LiveRows(version, users, popularity)  # published by one assignment
+
+    def _read_live(self, cursor, changed: list[str], days: str):
+        """The changed users' overlay rows and keys, and the live popularity."""
+        rows = cursor.execute(
+            f"select user_id, item_key, strength, is_heavy{days} from live.user_item_strength "
+            "where user_id in (select unnest($ids::varchar[])) order by user_key, item_key",
+            {"ids": changed},
+        ).fetchall()
+        keys = {
+            user_id: (count_history, has_history)
+            for user_id, count_history, has_history in cursor.execute(
+                "select user_id, count_history, has_history from live.user_keys "
+                "where user_id in (select unnest($ids::varchar[]))",
+                {"ids": changed},
+            ).fetchall()
+        }
+        return rows, keys, self._read_popularity(cursor, "live.item_popularity")
 
     # --- answers --------------------------------------------------------------------------
 
@@ -492,87 +501,3 @@ class ServingState:
             return index
         finally:
             self._lock.release()
-
-
-REBUILD = (
-    "import sys; from pathlib import Path; import engine\n"
-    "try:\n"
-    "    if sys.argv[3] == 'fold':\n"
-    "        engine.build(Path(sys.argv[1]), Path(sys.argv[2]))\n"
-    "    else:\n"
-    "        engine.ensure_built(Path(sys.argv[1]), Path(sys.argv[2]))\n"
-    "except engine.RecsError as error:\n"
-    "    sys.exit(str(error))\n"
-)
-"""What the watcher runs in a child process: a build beside the server, sharing none of its memory."""
-
-
-class Watcher(threading.Thread):
-    """A server's background rebuild: every interval seconds it checks the CSVs' (and SQL's)
-    fingerprint against the model's; when they differ it builds in a child process (the
-    server answers from the old model meanwhile), then loads the new one before the next
-    request needs it. A failed build marks the Recommender stale (one line) and is not
-    retried until the files change again."""
-
-    def __init__(self, recommender, interval: float, fold_after: float = 0.0):
-        super().__init__(daemon=True, name="recs-watcher")
-        self.recommender = recommender
-        self.interval = interval
-        self.fold_after = fold_after
-        """Also rebuild (folding the live events in) once live events have waited this long; 0 = never."""
-        self._halt = threading.Event()
-        self._failed: str | None = None
-        self.builds = 0
-
-    def stop(self) -> None:
-        self._halt.set()
-
-    def run(self) -> None:
-        import logging
-
-        log = logging.getLogger("recs.watcher")
-        while not self._halt.wait(self.interval):
-            try:
-                self.check()
-            except Exception as error:  # noqa: BLE001 - the server goes on; the reason is logged
-                log.warning("background rebuild check failed: %s", error)
-
-    def check(self) -> bool:
-        """Rebuild when the files changed; True when a new model was swapped in."""
-        import logging
-        import subprocess
-        import sys
-        from pathlib import Path
-
-        from .build import built_state, fingerprint
-        from .errors import RecsError
-
-        recommender = self.recommender
-        try:
-            wanted = fingerprint(recommender.data_dir)
-        except RecsError as error:
-            recommender.mark_stale(str(error))
-            return False
-        state = built_state(recommender.db)
-        waited = recommender.live.waiting_seconds()
-        fold = bool(self.fold_after) and waited is not None and waited >= self.fold_after
-        if not fold and (state is not None and state.fingerprint == wanted or wanted == self._failed):
-            return False
-        why = f"live events waited {waited:.0f} s" if fold else "the data changed"
-        logging.getLogger("recs.watcher").info("%s: rebuilding %s in the background", why, recommender.db)
-        result = subprocess.run(
-            [sys.executable, "-c", REBUILD, str(recommender.db), str(recommender.data_dir), "fold" if fold else "fresh"],
-            cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True,
-        )
-        if result.returncode != 0:
-            self._failed = wanted
-            reason = (result.stderr.strip().splitlines() or ["the build failed"])[-1]
-            recommender.mark_stale(reason)
-            logging.getLogger("recs.watcher").warning("background rebuild failed: %s", reason)
-            return False
-        self.builds += 1
-        if recommender.fast:
-            recommender.serving_index()  # load the new model now, not in a request
-        else:
-            recommender.database.cursor()
-        return True

@@ -173,3 +173,54 @@ def model_settings(
             source = "default"
         sources[name] = Setting(shown.get(name, defaults[name]), source)
     return pinned, sources
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, resolved once: what the command line, the web API (`uvicorn api:app`
+    too) and a server's background rebuild must agree on."""
+
+    config: Setting
+    """The settings file (value None when there is none) and why it is read."""
+    values: dict[str, Setting]
+    """Each of PATHS, with its source."""
+    params: ModelParams | None
+    """The model parameters pinned (--param, RECS_PARAM_*, the file's [model]); None: the build chooses."""
+
+    @property
+    def db(self) -> Path:
+        return Path(self.values["db"].value)
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.values["data_dir"].value)
+
+    @property
+    def input_format(self):
+        """How the CSVs are read when a setting says so; None: as the last build read them."""
+        from .load import InputFormat
+
+        delimiter, encoding = self.values["delimiter"], self.values["encoding"]
+        if delimiter.source == "default" and encoding.source == "default":
+            return None
+        return InputFormat(delimiter.value, encoding.value)
+
+
+def load(
+    given: dict[str, Setting | None] | None = None,
+    config_flag: str | os.PathLike | None = None,
+    assignments: list[str] | None = None,
+) -> Settings:
+    """The settings from flags (given: each of PATHS a flag or the environment set; None: read
+    the environment here, as a process with no command line does), the settings file and
+    --param assignments."""
+    if given is None:
+        given = {
+            name: Setting(os.environ[variable], f"environment {variable}")
+            for name, (variable, _, _) in PATHS.items() if os.environ.get(variable)
+        }
+    config = config_file(config_flag)
+    values = resolve(given, config.value)
+    params, _ = model_settings(config.value, assignments)
+    return Settings(config, values, params)
+
