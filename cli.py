@@ -243,6 +243,19 @@ def chosen_format(format: Optional[Format], as_json: bool) -> Format:
     return Format.json if as_json else format or Format.table
 
 
+def printed_as_data(shape: Format, payload: dict, columns: list[str], rows: list[dict]) -> bool:
+    """The one output path of every command: its answer as JSON (payload) or as CSV / TSV (rows,
+    with columns as the header) when shape asks for it, then True; False for a table, which the
+    command draws itself."""
+    if shape is Format.json:
+        print_json(payload)
+        return True
+    if shape is not Format.table:
+        print_rows(columns, rows, shape)
+        return True
+    return False
+
+
 def print_rows(columns: list[str], rows: list[dict], format: Format) -> None:
     """rows as CSV or TSV on plain stdout: a header line, then one line per row."""
     writer = csv.DictWriter(
@@ -337,12 +350,8 @@ def popular(
     genre, content_type = filter_values(genre), filter_values(content_type)
     with reported_errors():
         answer = open_recommender().popular(k, genre, content_type, filter_values(exclude), offset)
-    if shape is Format.json:
-        print_json(answer.to_dict())
-        return
     items = answer.items
-    if shape is not Format.table:
-        print_rows(PICK_COLUMNS, [item.to_dict() for item in items], shape)
+    if printed_as_data(shape, answer.to_dict(), PICK_COLUMNS, [item.to_dict() for item in items]):
         return
     if not items:
         out.print("No items to show: the catalogue is empty" + filter_note(genre, content_type) + ".")
@@ -372,17 +381,14 @@ def recommend(
     genre, content_type = filter_values(genre), filter_values(content_type)
     with reported_errors():
         answer = open_recommender().recommend(user_id, k, genre, content_type, filter_values(exclude), offset)
-    if shape is Format.json:
-        print_json(answer.to_dict())
-        return
     items = answer.items
-    if answer.fallback_used:
-        why = "has no watch history" if answer.user_known else "is not a known user"
-        err.print(f"Note: {user_id} {why}; showing popular items instead.")
-    elif any(item.source == "popular" for item in items):
-        err.print("Note: fewer personalised picks than asked for; the rest are popular items.")
-    if shape is not Format.table:
-        print_rows(PICK_COLUMNS, [item.to_dict() for item in items], shape)
+    if shape is not Format.json:  # JSON says it in fallback_used and each item's source
+        if answer.fallback_used:
+            why = "has no watch history" if answer.user_known else "is not a known user"
+            err.print(f"Note: {user_id} {why}; showing popular items instead.")
+        elif any(item.source == "popular" for item in items):
+            err.print("Note: fewer personalised picks than asked for; the rest are popular items.")
+    if printed_as_data(shape, answer.to_dict(), PICK_COLUMNS, [item.to_dict() for item in items]):
         return
     if not items:
         out.print(f"Nothing left to recommend to {user_id}{filter_note(genre, content_type)}.")
@@ -404,11 +410,7 @@ def history(user_id: USER_ID, format: FORMAT = None, as_json: JSON = False) -> N
     shape = chosen_format(format, as_json)
     with reported_errors():
         answer = open_recommender().history(user_id)
-    if shape is Format.json:
-        print_json(answer.to_dict())
-        return
-    if shape is not Format.table:
-        print_rows(HISTORY_COLUMNS, [row.to_dict() for row in answer.items], shape)
+    if printed_as_data(shape, answer.to_dict(), HISTORY_COLUMNS, [row.to_dict() for row in answer.items]):
         return
     out.print(f"Watch history of user {user_id}:")
     columns = [("item_id", "left"), ("title", "left"), ("type", "left"), ("genre", "left"), ("plays", "right"),
@@ -443,12 +445,8 @@ def similar(
     shape = chosen_format(format, as_json)
     with reported_errors():
         answer = open_recommender().similar(item_id, k)
-    if shape is Format.json:
-        print_json(answer.to_dict())
-        return
     items = answer.items
-    if shape is not Format.table:
-        print_rows(PICK_COLUMNS + ["support"], [item.to_dict() for item in items], shape)
+    if printed_as_data(shape, answer.to_dict(), PICK_COLUMNS + ["support"], [item.to_dict() for item in items]):
         return
     if not items:
         out.print(f"No item shares a viewer with {item_id}.")
@@ -488,12 +486,9 @@ def evaluate(
         results = engine.evaluate(
             config.data_dir(state.data_dir), split, test_frac, k, progress=progress, input_format=state.input_format
         )
-    if shape is Format.json:
-        print_json({"split": split, "test_frac": test_frac, "k": k, "results": [vars(r) for r in results]})
-        return
-    if shape is not Format.table:
-        rows = [vars(r) for r in results]
-        print_rows([spec.name for spec in dataclass_fields(Scores)], rows, shape)
+    rows = [vars(r) for r in results]
+    payload = {"split": split, "test_frac": test_frac, "k": k, "results": rows}
+    if printed_as_data(shape, payload, [spec.name for spec in dataclass_fields(Scores)], rows):
         return
     users = results[0].users if results else 0
     table = Table(title=f"{split} split, test fraction {test_frac}, {users:,} users evaluated")
@@ -883,11 +878,8 @@ def params(param: PARAM = None, format: FORMAT = None, as_json: JSON = False) ->
     rows = [{"name": "config", "value": config_value, "source": state.config.source}]
     rows += [{"name": name, "value": setting.value, "source": setting.source} for name, setting in state.settings.items()]
     rows += [{"name": name, "value": setting.value, "source": setting.source} for name, setting in model.items()]
-    if shape is Format.json:
-        print_json({row["name"]: {"value": row["value"], "source": row["source"]} for row in rows})
-        return
-    if shape is not Format.table:
-        print_rows(["name", "value", "source"], rows, shape)
+    payload = {row["name"]: {"value": row["value"], "source": row["source"]} for row in rows}
+    if printed_as_data(shape, payload, ["name", "value", "source"], rows):
         return
     out.print(fitted_table(
         [("name", "left"), ("value", "left"), ("source", "left")],

@@ -22,26 +22,20 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Callable, Iterator
 
 import duckdb
 
-from . import clock, live, load, sqlfiles
+from . import live, load, sqlfiles, tune as tuning
 from .config import ModelParams
+from .layers import EASE_AFTER, SCRATCH_TABLES, STEP_NAMES, Progress, layers_after, load_into, model_into  # noqa: F401
 from .db import configure, open_read_only
 from .errors import BuildError, DiskFull, NotOurDatabase, RecsError
-
-if TYPE_CHECKING:
-    from .tune import TuneResult
-
-Progress = Callable[[str], None]
-"""Called with the name of each build step as it starts."""
 
 TABLES_COUNTED = ("users", "items", "events", "user_item_strength", "item_neighbors")
 
@@ -58,7 +52,7 @@ class BuildReport:
     params: ModelParams | None = None
     params_source: str = "pinned"
     """'pinned' (given), 'tuned' (on this data), or why tuning was skipped and what was used instead."""
-    tuning: "TuneResult | None" = None
+    tuning: "tuning.TuneResult | None" = None
     moved_aside: Path | None = None
     """Where an unreadable recs.db of ours was moved before this build, if one was."""
 
@@ -160,7 +154,7 @@ def inspect_target(db: Path) -> tuple[str, str]:
     return "ours", ""
 
 
-def _claim_target(db: Path, force: bool) -> Path | None:
+def claim_target(db: Path, force: bool) -> Path | None:
     """Make sure a build may replace db: refuse a file that is not ours (unless force),
     move an unreadable one of ours aside. Returns where it was moved, if it was."""
     kind, why = inspect_target(db)
@@ -299,161 +293,16 @@ def build(
         return _build_unlocked(db, folder, params, progress, tune, force, input_format)
 
 
-def load_into(
-    con: duckdb.DuckDBPyConnection,
-    folder: Path,
-    progress: Progress | None = None,
-    input_format: load.InputFormat | None = None,
-    live_log: "live.EventLog | None" = None,
-) -> dict[str, str]:
-    """Create the validated tables users, items, events and load_issues from the CSVs in folder,
-    and from the committed part of live_log (checked by the same rules as events.csv).
-
-    Returns what to record of the live log in build_info: how many bytes were
-    read (live_folded_bytes), a digest of their end, and the events kept.
-    """
-    step = progress or (lambda name: None)
-    con.execute("set TimeZone = 'UTC'")
-    con.execute("set enable_progress_bar = false")  # progress is ours to show, on stderr
-    folded = {"live_folded_bytes": "0", "live_folded_check": "", "live_folded_events": "0"}
-    with tempfile.TemporaryDirectory(prefix="recs-build-") as scratch:
-        for path in sqlfiles.build_files(layer="schema"):
-            sqlfiles.run_file(con, path)
-        step("reading CSV files")
-        paths_read = load.stage_all(con, folder, Path(scratch), input_format)
-        live_file = None
-        if live_log is not None and live_log.committed() > 0:
-            # what is committed now: appends during the build are for the overlay
-            end = live_log.committed()
-            live_file = _stage_live(con, live_log, end)
-            con.execute("alter view raw_events rename to raw_events_csv")
-            con.execute(
-                "create temp view raw_events as "
-                "select * from raw_events_csv union all by name select * from raw_live_events"
-            )
-            folded.update(live_folded_bytes=str(end), live_folded_check=live_log.tail_digest(end))
-        step("validating rows")
-        con.execute(clock.view_sql())  # the present the timestamp rule reads
-        _keep_row_order(con, False)
-        for path in sqlfiles.build_files(layer="load"):
-            sqlfiles.run_file(con, path)
-        _keep_row_order(con, True)  # line numbers are counted in file order
-        load.finish_issues(con, paths_read)
-        if live_file is not None:
-            con.execute(
-                """
-                insert into load_issues
-                select issue.file, lines.line, issue.column_name, issue.problem, issue.action, lines.raw_text
-                from load_issue_records as issue
-                join live_event_lines as lines on lines.rec_no = issue.rec_no
-                where issue.file = $file
-                """,
-                {"file": live_file},
-            )
-            kept = con.execute(
-                "select count(*) from events_checked where file = $file and row_problem is null",
-                {"file": live_file},
-            ).fetchone()[0]
-            folded["live_folded_events"] = str(kept)
-    return folded
-
-
-def _stage_live(con: duckdb.DuckDBPyConnection, live_log: "live.EventLog", end: int) -> str:
-    """The events of the log's first end bytes as raw_live_events (text columns, like a staged
-    CSV), each with the log line of its batch for load_issues. Returns the file name reported."""
-    events, lines = [], []
-    for record in live_log.records(0, end):
-        events += record.events
-        lines += [record.line] * len(record.events)
-    file = live_log.path.name
-    columns = list(zip(*events)) if events else [[] for _ in live.COLUMNS]
-    con.execute(
-        """
-        create temp table raw_live_events as
-        select
-            $file as file,
-            unnest(range($count)) as rec_no,
-            unnest($user_id::varchar[]) as user_id,
-            unnest($item_id::varchar[]) as item_id,
-            unnest($event_type::varchar[]) as event_type,
-            unnest($watch_seconds::varchar[]) as watch_seconds,
-            unnest($timestamp::varchar[]) as "timestamp"
-        """,
-        {"file": file, "count": len(events), **{name: list(values) for name, values in zip(live.COLUMNS, columns)}},
-    )
-    con.execute(
-        """
-        create temp table live_event_lines as
-        select unnest(range($count)) as rec_no, unnest($lines::bigint[]) as line, unnest($raw::varchar[]) as raw_text
-        """,
-        {"count": len(events), "lines": lines, "raw": [",".join(event) for event in events]},
-    )
-    return file
-
-
-def model_into(
-    con: duckdb.DuckDBPyConnection,
-    params: ModelParams,
-    progress: Progress | None = None,
-    only: set[str] | None = None,
-) -> None:
-    """(Re)create model_params and the model tables from the tables load_into made.
-
-    only names the sql/ file prefixes to run (default: all). The tuner,
-    having changed parameters that only some files read, re-runs those
-    (layers_after) and reuses the tables of the others.
-    """
-    step = progress or (lambda name: None)
-    values = params.as_dict()
-    # Column names are our own field names; the values are bound.
-    columns = ", ".join(f"${name} as {name}" for name in values)
-    con.execute(f"create or replace table model_params as select {columns}", values)
-    _keep_row_order(con, False)
-    for path in sqlfiles.build_files(layer="model"):
-        if only is not None and path.name[:2] not in only:
-            continue
-        step(STEP_NAMES.get(path.name[:2], path.stem))
-        sqlfiles.run_file(con, path)
-        if path.name.startswith(EASE_AFTER) and params.neighbor_model == "ease":
-            from . import ease  # numpy, loaded only for this model
-
-            step("computing EASE weights")
-            ease.ease_weights(con, l2=params.ease_lambda, max_neighbors=params.max_neighbors)
-    _keep_row_order(con, True)
-
-
-SCRATCH_TABLES = ("item_pairs", "item_weights")
-"""Tables of sql/40 that only a tuning run reuses (between trials): a build drops them before
-saving, so recs.db keeps its size (they doubled it at 1M events) and a 10M build writes no pair table."""
-
-LAYER_INPUTS = {"20": (), "30": ("20",), "40": ("20",), "45": ("40",), "50": ()}
-"""The model layers (sql/ file prefixes) whose tables each layer reads; 50 only stores macros."""
-
-
-def layers_after(changed: set[str]) -> set[str]:
-    """The changed layers and every layer that reads their tables, directly or not; 50 always."""
-    result = set(changed) | {"50"}
-    while True:
-        more = {layer for layer, inputs in LAYER_INPUTS.items() if result & set(inputs)} - result
-        if not more:
-            return result
-        result |= more
-
-
-EASE_AFTER = "40"
-"""EASE's weights are computed from the tables of this file, before 45 reads them."""
-
-
-def _keep_row_order(con: duckdb.DuckDBPyConnection, keep: bool) -> None:
-    """Whether results keep the order rows were read in. Only staging needs it
-    (record numbers); without it DuckDB writes tables in parallel, with less memory.
-    Tables that must be sorted say so with order by."""
-    con.execute(f"set preserve_insertion_order = {'true' if keep else 'false'}")
-
-
 Fill = Callable[[duckdb.DuckDBPyConnection], "tuple[str, ModelParams, str, dict]"]
 """Fills a new database in place of load + model: returns its fingerprint, parameters, their
 source and extra build_info (engine/spark/model.py assembles recs.db from Parquet this way)."""
+
+
+def build_filled(db: Path, folder: Path, fill: "Fill", progress: Progress | None = None, force: bool = False) -> BuildReport:
+    """A recs.db whose tables fill makes (instead of loading the CSVs and running the model),
+    claimed, written and swapped in as build() does."""
+    with build_lock(db):
+        return _build_unlocked(db, folder, None, progress, force=force, fill=fill)
 
 
 def _build_unlocked(
@@ -470,7 +319,7 @@ def _build_unlocked(
     wanted = fingerprint(folder) if fill is None else None
     extra_info: dict = {}
     _remove_leftovers(db)
-    moved_aside = _claim_target(db, force)
+    moved_aside = claim_target(db, force)
     previous = built_state(db)
     if input_format is None:  # read the CSVs as the last build did, else as the environment says
         input_format = load.InputFormat(**previous.input_format) if previous else load.InputFormat.from_env()
@@ -535,10 +384,8 @@ def _choose_params(
     previous: BuiltState | None,
     tune: bool | None,
     progress: Progress | None,
-) -> tuple[ModelParams, str, "TuneResult | None"]:
+) -> tuple[ModelParams, str, "tuning.TuneResult | None"]:
     """The parameters a build uses, why, and the tuning run behind them (see build())."""
-    from . import tune as tuning  # tune.py builds on this module
-
     if params is not None:
         return params, "pinned", None
     events = con.execute("select count(*) from events").fetchone()[0]
@@ -555,15 +402,6 @@ def _choose_params(
         except RecsError:  # parameters of an older version of the model
             pass
     return ModelParams(), f"defaults ({why})", None
-
-
-STEP_NAMES = {
-    "20": "computing interaction strength",
-    "30": "computing popularity",
-    "40": "computing item pairs",
-    "45": "computing item-item similarity",
-    "50": "storing serving queries",
-}
 
 
 def _report(con: duckdb.DuckDBPyConnection, seconds: float) -> BuildReport:

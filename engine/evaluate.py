@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 
 from . import tune
-from .build import Progress, load_into, model_into
+from .layers import Progress, load_into, model_into
 from .config import PLAIN, ModelParams
 from .db import configure
 from .holdout import hold_out, top_k_lists

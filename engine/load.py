@@ -106,7 +106,7 @@ def data_files(folder: Path) -> list[Path]:
     return paths
 
 
-def _open_bytes(path: Path) -> BinaryIO:
+def open_bytes(path: Path) -> BinaryIO:
     """The file's bytes, uncompressed when its name ends in .gz."""
     return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
 
@@ -116,7 +116,7 @@ def read_header(path: Path, spec: CsvSpec, input_format: InputFormat | None = No
     (input_format's, else the one of DELIMITERS that splits the header into the most expected names)."""
     input_format = input_format or InputFormat()
     try:
-        with _open_bytes(path) as handle:
+        with open_bytes(path) as handle:
             line = handle.readline()
             empty = not line and not handle.read(1)
     except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
@@ -182,14 +182,14 @@ def stage(
     header, delimiter = read_header(path, spec, input_format)
     columns = {name: "VARCHAR" for name in header}  # file order: mapped by name, not position
     if not input_format.is_utf8:
-        path = _as_utf8(path, scratch / spec.file, input_format.encoding)
+        path = as_utf8(path, scratch / spec.file, input_format.encoding)
     try:
         _read_raw(con, path, spec, columns, delimiter)
     except duckdb.InvalidInputException as error:
-        if not _mixes_line_endings(path):
+        if not mixes_line_endings(path):
             first = str(error).splitlines()[0]
             raise DataFileError(f"{path}: cannot be read as CSV: {first}") from None
-        path = _with_lf_endings(path, scratch / f"lf-{spec.file}")
+        path = with_lf_endings(path, scratch / f"lf-{spec.file}")
         _read_raw(con, path, spec, columns, delimiter)
     _skip_repeated_headers(con, spec, list(columns))
     # rowid follows the file's order: it is the record number the checks report. A view takes no
@@ -274,12 +274,12 @@ def _read_raw(con: duckdb.DuckDBPyConnection, path: Path, spec: CsvSpec, columns
     )
 
 
-def _as_utf8(source: Path, target: Path, encoding: str) -> Path:
+def as_utf8(source: Path, target: Path, encoding: str) -> Path:
     """Copy source (gzipped or not) to target as UTF-8, line for line. Bytes that are not
     text in encoding are kept as they are: DuckDB then reports their row as not valid text."""
     decoder = codecs.getincrementaldecoder(encoding)(errors="surrogateescape")
     try:
-        with _open_bytes(source) as reader, target.open("wb") as writer:
+        with open_bytes(source) as reader, target.open("wb") as writer:
             for line in reader:
                 writer.write(decoder.decode(line).encode("utf-8", errors="surrogateescape"))
             writer.write(decoder.decode(b"", final=True).encode("utf-8", errors="surrogateescape"))
@@ -288,10 +288,10 @@ def _as_utf8(source: Path, target: Path, encoding: str) -> Path:
     return target
 
 
-def _mixes_line_endings(path: Path) -> bool:
+def mixes_line_endings(path: Path) -> bool:
     """True when some lines end in CRLF and others in a bare LF."""
     crlf = bare_lf = False
-    with _open_bytes(path) as handle:
+    with open_bytes(path) as handle:
         for line in handle:
             if line.endswith(b"\r\n"):
                 crlf = True
@@ -302,9 +302,9 @@ def _mixes_line_endings(path: Path) -> bool:
     return False
 
 
-def _with_lf_endings(source: Path, target: Path) -> Path:
+def with_lf_endings(source: Path, target: Path) -> Path:
     """Copy source to target with every CRLF turned into LF."""
-    with _open_bytes(source) as reader, target.open("wb") as writer:
+    with open_bytes(source) as reader, target.open("wb") as writer:
         for line in reader:
             writer.write(line[:-2] + b"\n" if line.endswith(b"\r\n") else line)
     return target
@@ -356,7 +356,7 @@ def finish_issues(
             # which each bad byte is U+FFFD, every line break and quote where it is.
             with tempfile.TemporaryDirectory(prefix="recs-lines-") as scratch:
                 readable = Path(scratch) / "lines.csv"
-                with _open_bytes(path) as reader, readable.open("wb") as writer:
+                with open_bytes(path) as reader, readable.open("wb") as writer:
                     for line in reader:
                         writer.write(line.decode("utf-8", errors="replace").encode("utf-8"))
                 con.execute(LINE_MAP, {"path": str(readable)})

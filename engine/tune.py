@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from . import sqlfiles
-from .build import Progress, layers_after, model_into
+from .layers import Progress, layers_after, model_into
 from .holdout import hold_out, top_k_lists
 from .config import ModelParams
 from .metrics import score

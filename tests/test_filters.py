@@ -83,7 +83,7 @@ def test_an_offset_past_the_end_is_an_empty_page(tiny):
         (dict(exclude=["i1", "nope", "zz"]), engine.UnknownFilter, "cannot exclude 'nope', 'zz': not in the catalogue"),
         (dict(genre=["drama", "western"]), engine.UnknownFilter, "no item has genre 'western'; known: action, drama"),
         (dict(content_type=["tv", "radio", "podcast"]), engine.UnknownFilter, "no item has content_type 'radio' or 'podcast'"),
-        (dict(offset=-1), engine.BadArgument, "offset must be a whole number of at least 0, not -1"),
+        (dict(offset=-1), engine.BadArgument, "offset must be a whole number from 0 to 100,000, not -1"),
         (dict(exclude="i1"), engine.BadArgument, "exclude must be a list of item ids, not 'i1'"),
     ],
 )

@@ -13,7 +13,7 @@ import pytest
 import engine
 from conftest import random_dataset, write_dataset
 from engine import tune
-from engine.build import layers_after, load_into, model_into
+from engine.layers import layers_after, load_into, model_into
 from engine.config import ModelParams
 
 
@@ -284,7 +284,7 @@ def test_re_running_only_the_layers_a_change_reads_equals_a_full_build(tmp_path,
 
 def test_every_model_file_has_a_layer_entry():
     from engine import sqlfiles
-    from engine.build import LAYER_INPUTS
+    from engine.layers import LAYER_INPUTS
 
     assert {path.name[:2] for path in sqlfiles.build_files(layer="model")} == set(LAYER_INPUTS)
     assert {ModelParams.layer_of(name) for name in ModelParams().as_dict()} <= set(LAYER_INPUTS)

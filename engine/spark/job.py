@@ -26,7 +26,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..build import EASE_AFTER, SCRATCH_TABLES, STEP_NAMES, _claim_target, built_state, fingerprint, inspect_target
+from ..build import built_state, claim_target, fingerprint, inspect_target
+from ..layers import EASE_AFTER, SCRATCH_TABLES, STEP_NAMES
 from .. import clock, dialect, load, sqlfiles
 from ..config import ModelParams
 from ..errors import BadArgument, BuildError, DataFileError, RecsError
@@ -248,9 +249,9 @@ def _stage(
     # by name, in file order, with its delimiter: the same checks and messages as load.stage
     header, delimiter = load.read_header(path, spec, input_format)
     if not input_format.is_utf8:  # a UTF-8 copy, line for line, as load.stage reads
-        path = load._as_utf8(path, scratch / f"utf8-{spec.file}", input_format.encoding)
-    if load._mixes_line_endings(path):  # Spark's reader, like DuckDB's, takes one kind per file
-        path = load._with_lf_endings(path, scratch / spec.file)
+        path = load.as_utf8(path, scratch / f"utf8-{spec.file}", input_format.encoding)
+    if load.mixes_line_endings(path):  # Spark's reader, like DuckDB's, takes one kind per file
+        path = load.with_lf_endings(path, scratch / spec.file)
     schema = StructType(
         [StructField(name, StringType()) for name in header] + [StructField("_corrupt_record", StringType())]
     )
@@ -323,7 +324,7 @@ def _stage(
 def _ends_inside_quotes(path: Path) -> bool:
     """Whether the file has an odd number of double quotes: a quote opened and never closed."""
     count = 0
-    with load._open_bytes(path) as handle:
+    with load.open_bytes(path) as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
             count += block.count(b'"')
     return count % 2 == 1
@@ -539,7 +540,7 @@ def build_with_spark(
     db = Path(db)
     load.data_files(folder)
     if inspect_target(db)[0] == "foreign" and not force:
-        _claim_target(db, force)  # NotOurDatabase, before Spark starts, in the usual words
+        claim_target(db, force)  # NotOurDatabase, before Spark starts, in the usual words
     chosen, source = choose_params(params, built_state(db))
     if model_out is not None:
         model_out = str(model_out).removeprefix("file://")

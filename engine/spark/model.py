@@ -18,7 +18,8 @@ from pathlib import Path
 
 import duckdb
 
-from ..build import SCRATCH_TABLES, BuildReport, _build_unlocked, build_lock, load_into, model_into
+from ..build import SCRATCH_TABLES, BuildReport, build_filled
+from ..layers import load_into, model_into
 from .. import load
 from ..config import ModelParams
 from ..db import quoted
@@ -121,5 +122,4 @@ def build_from_model(
             extra["model_dir"] = str(folder.resolve())
         return manifest.fingerprint, params, manifest.params_source, extra
 
-    with build_lock(db):
-        return _build_unlocked(db, folder, None, progress, force=force, fill=fill)
+    return build_filled(db, folder, fill, progress, force)
