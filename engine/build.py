@@ -33,7 +33,7 @@ import duckdb
 
 from . import live, load, sqlfiles, tune as tuning
 from .config import ModelParams
-from .layers import EASE_AFTER, SCRATCH_TABLES, STEP_NAMES, Progress, layers_after, load_into, model_into  # noqa: F401
+from .layers import SCRATCH_TABLES, Progress, load_into, model_into
 from .db import configure, open_read_only
 from .errors import BuildError, DiskFull, NotOurDatabase, RecsError
 

@@ -29,7 +29,6 @@ import duckdb
 
 from . import clock, load, sqlfiles
 from .errors import BadArgument, DataFileError
-from . import eventlog
 from .eventlog import EventLog, log_path  # noqa: F401 (the log's home; re-exported for callers of live)
 
 COLUMNS = ("user_id", "item_id", "event_type", "watch_seconds", "timestamp")

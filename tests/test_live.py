@@ -18,7 +18,7 @@ import pytest
 
 import api
 import engine
-from engine import live
+from engine import eventlog, live
 from engine.config import PLAIN
 from conftest import ROOT, TINY_EVENTS, TINY_ITEMS, TINY_USERS, write_csv, write_dataset, EVENTS_HEADER, free_port
 
@@ -249,7 +249,7 @@ def test_a_cut_short_append_is_never_read_and_is_cut_off_by_the_next(built, tiny
     log = live.EventLog(live.log_path(built))
     log.append([("u1", "i3", "play", "300", "2024-01-05T10:00:00Z")])
     with open(log.path, "ab") as handle:  # a crash mid-append: bytes past the committed length
-        handle.write(live.eventlog.encode([("u2", "i4", "play", "60", "2024-01-05T10:00:00Z")])[:30])
+        handle.write(eventlog.encode([("u2", "i4", "play", "60", "2024-01-05T10:00:00Z")])[:30])
     recommender = engine.Recommender(built, tiny_dir)
     assert recommender.info()["live_events"] == 1
     log.append([("u3", "i4", "play", "60", "2024-01-06T10:00:00Z")])

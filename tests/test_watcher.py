@@ -8,7 +8,6 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
 
 import api
 import engine

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import duckdb
 
-from ..build import SCRATCH_TABLES, BuildReport, build_filled
-from ..layers import load_into, model_into
+from ..build import BuildReport, build_filled
+from ..layers import SCRATCH_TABLES, load_into, model_into
 from .. import load
 from ..config import ModelParams
 from ..db import quoted
