@@ -20,7 +20,7 @@ import pytest
 import engine
 from conftest import ROOT, TINY_EVENTS, TINY_ITEMS, TINY_USERS, write_dataset
 
-SOURCES = ("pyproject.toml", "README.md", "cli.py", "api.py", "engine", "sql")
+SOURCES = ("pyproject.toml", "README.md", "cli.py", "api.py", "engine", "webapi", "sql")
 
 
 @pytest.fixture(scope="module")
