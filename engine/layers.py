@@ -88,20 +88,7 @@ def _stage_live(con: duckdb.DuckDBPyConnection, live_log: "live.EventLog", end: 
         lines += [record.line] * len(record.events)
     file = live_log.path.name
     columns = list(zip(*events)) if events else [[] for _ in live.COLUMNS]
-    con.execute(
-        """
-        create temp table raw_live_events as
-        select
-            $file as file,
-            unnest(range($count)) as rec_no,
-            unnest($user_id::varchar[]) as user_id,
-            unnest($item_id::varchar[]) as item_id,
-            unnest($event_type::varchar[]) as event_type,
-            unnest($watch_seconds::varchar[]) as watch_seconds,
-            unnest($timestamp::varchar[]) as "timestamp"
-        """,
-        {"file": file, "count": len(events), **{name: list(values) for name, values in zip(live.COLUMNS, columns)}},
-    )
+    live.stage_events(con, "raw_live_events", file, dict(zip(live.COLUMNS, columns)))
     con.execute(
         """
         create temp table live_event_lines as

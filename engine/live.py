@@ -143,20 +143,7 @@ def check_rows(cursor: duckdb.DuckDBPyConnection, rows: list[dict]) -> tuple[lis
                 columns[name].append(None)
     cursor.execute("drop table if exists temp.events_checked")
     cursor.execute(clock.view_sql())
-    cursor.execute(
-        """
-        create or replace temp table raw_events as
-        select
-            'request' as file,
-            unnest(range($count)) as rec_no,
-            unnest($user_id::varchar[]) as user_id,
-            unnest($item_id::varchar[]) as item_id,
-            unnest($event_type::varchar[]) as event_type,
-            unnest($watch_seconds::varchar[]) as watch_seconds,
-            unnest($timestamp::varchar[]) as "timestamp"
-        """,
-        {"count": len(rows), **columns},
-    )
+    stage_events(cursor, "raw_events", "request", columns)
     try:
         cursor.execute(CHECK_EVENTS)
         checked = cursor.execute(
@@ -179,6 +166,25 @@ def check_rows(cursor: duckdb.DuckDBPyConnection, rows: list[dict]) -> tuple[lis
             good.append((user_id, item_id, event_type, seconds, _utc_text(watched_at)))
     problems.sort(key=lambda problem: problem.index)
     return good, problems
+
+
+def stage_events(cursor: duckdb.DuckDBPyConnection, table: str, file: str, columns: dict[str, list]) -> None:
+    """Events as the temp table `table` (file, rec_no and the columns of events.csv, as text), the
+    shape a staged events.csv has: what the first statement of sql/12_events.sql reads."""
+    cursor.execute(
+        f"""
+        create or replace temp table {table} as
+        select
+            $file as file,
+            unnest(range($count)) as rec_no,
+            unnest($user_id::varchar[]) as user_id,
+            unnest($item_id::varchar[]) as item_id,
+            unnest($event_type::varchar[]) as event_type,
+            unnest($watch_seconds::varchar[]) as watch_seconds,
+            unnest($timestamp::varchar[]) as "timestamp"
+        """,
+        {"file": file, "count": len(columns["user_id"]), **{name: list(columns[name]) for name in COLUMNS}},
+    )
 
 
 def _utc_text(value) -> str:

@@ -71,6 +71,29 @@ def tiny_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def built(tiny_dir: Path) -> Path:
+    """recs.db built from the tiny example with the bare model, beside tiny_dir."""
+    db = tiny_dir.parent / "recs.db"
+    engine.build(db, tiny_dir, PLAIN)
+    return db
+
+
+@pytest.fixture
+def client(built: Path, tiny_dir: Path, monkeypatch):
+    """The web API over `built` (no API token set), with its startup run."""
+    import warnings
+
+    import api
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*httpx.*", category=UserWarning)
+        from fastapi.testclient import TestClient
+    monkeypatch.delenv("RECS_API_TOKEN", raising=False)
+    with TestClient(api.create_app(built, tiny_dir)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
 def tiny(tiny_dir: Path) -> engine.Recommender:
     """A Recommender built from the tiny example in a temporary folder, with the bare model."""
     recommender = engine.Recommender(tiny_dir.parent / "recs.db", tiny_dir, PLAIN)

@@ -31,20 +31,6 @@ def event(user_id="u1", item_id="i3", seconds=300, at="2024-01-05T10:00:00Z", ev
     return {"user_id": user_id, "item_id": item_id, "event_type": event_type, "watch_seconds": seconds, "timestamp": at}
 
 
-@pytest.fixture
-def built(tiny_dir: Path) -> Path:
-    db = tiny_dir.parent / "recs.db"
-    engine.build(db, tiny_dir, PLAIN)
-    return db
-
-
-@pytest.fixture
-def client(built: Path, tiny_dir: Path, monkeypatch):
-    monkeypatch.delenv("RECS_API_TOKEN", raising=False)
-    with TestClient(api.create_app(built, tiny_dir)) as test_client:
-        yield test_client
-
-
 def logged(db: Path) -> list[str]:
     """The events accepted into db's live log, each as a CSV line would show it."""
     log = live.EventLog(live.log_path(db))

@@ -11,31 +11,16 @@ import sys
 import time
 import urllib.request
 import warnings
-from pathlib import Path
 
 import pytest
 
 import api
 import engine
-from engine.config import PLAIN
 from conftest import ROOT, TINY_EVENTS, TINY_ITEMS, TINY_USERS, free_port, write_dataset
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*httpx.*", category=UserWarning)
     from fastapi.testclient import TestClient
-
-
-@pytest.fixture
-def built(tiny_dir: Path) -> Path:
-    db = tiny_dir.parent / "recs.db"
-    engine.build(db, tiny_dir, PLAIN)
-    return db
-
-
-@pytest.fixture
-def client(built, tiny_dir):
-    with TestClient(api.create_app(built, tiny_dir)) as test_client:
-        yield test_client
 
 
 def test_health_and_ready_answer_get_and_head(client):

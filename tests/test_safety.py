@@ -40,14 +40,6 @@ def error_lines(result) -> list[str]:
     return [line for line in result.stderr.splitlines() if line.strip()]
 
 
-@pytest.fixture
-def built(tiny_dir: Path) -> Path:
-    """recs.db built from the tiny data, beside the data folder."""
-    db = tiny_dir.parent / "recs.db"
-    engine.build(db, tiny_dir, PLAIN)
-    return db
-
-
 def leftovers(folder: Path) -> list[str]:
     return sorted(path.name for path in folder.iterdir() if ".building-" in path.name)
 

@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 
 import engine
-from engine.config import PLAIN
-
-
-@pytest.fixture
-def built(tiny_dir: Path) -> Path:
-    db = tiny_dir.parent / "recs.db"
-    engine.build(db, tiny_dir, PLAIN)
-    return db
 
 
 def play(user: str, item: str, seconds: int) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Optional
 
 from fastapi import APIRouter, Depends, Path as PathParam, Request
@@ -43,6 +44,35 @@ def _values(values: Optional[list[str]]) -> Optional[list[str]]:
     empty: `?genre=` means no filter, as an HTML form sends it."""
     parts = [part.strip() for value in values or () for part in value.split(",") if part.strip()]
     return parts or None
+
+
+@dataclass(frozen=True)
+class ListShape:
+    """How a list is asked for: k, the filters, the exclusions and the page (the same query
+    parameters on /popular and /recommendations)."""
+
+    k: int
+    genre: Optional[list[str]]
+    content_type: Optional[list[str]]
+    exclude: Optional[list[str]]
+    offset: int
+
+    def args(self) -> tuple:
+        """The engine's arguments after the user: k, genre, content_type, exclude, offset."""
+        return self.k, self.genre, self.content_type, self.exclude, self.offset
+
+
+async def list_shape(
+    k: Annotated[int, K_QUERY] = 10,
+    genre: Annotated[Optional[list[str]], GENRE_QUERY] = None,
+    content_type: Annotated[Optional[list[str]], CONTENT_TYPE_QUERY] = None,
+    exclude: Annotated[Optional[list[str]], EXCLUDE_QUERY] = None,
+    offset: Annotated[int, OFFSET_QUERY] = 0,
+) -> ListShape:
+    return ListShape(k, _values(genre), _values(content_type), _values(exclude), offset)
+
+
+ShapeDep = Annotated[ListShape, Depends(list_shape)]
 
 
 def _answer(result) -> JSONResponse:
@@ -117,18 +147,8 @@ def metrics(request: Request) -> PlainTextResponse:
     responses={200: ok_example("popular"), 422: BAD_FILTER},
     tags=["recommendations"],
 )
-async def popular(
-    recommender: RecommenderDep,
-    k: Annotated[int, K_QUERY] = 10,
-    genre: Annotated[Optional[list[str]], GENRE_QUERY] = None,
-    content_type: Annotated[Optional[list[str]], CONTENT_TYPE_QUERY] = None,
-    exclude: Annotated[Optional[list[str]], EXCLUDE_QUERY] = None,
-    offset: Annotated[int, OFFSET_QUERY] = 0,
-) -> JSONResponse:
-    return await _from_memory_or_thread(
-        recommender,
-        lambda: _answer(recommender.popular(k, _values(genre), _values(content_type), _values(exclude), offset)),
-    )
+async def popular(recommender: RecommenderDep, shape: ShapeDep) -> JSONResponse:
+    return await _from_memory_or_thread(recommender, lambda: _answer(recommender.popular(*shape.args())))
 
 
 @router.get(
@@ -143,20 +163,9 @@ async def popular(
     tags=["recommendations"],
 )
 async def recommendations(
-    recommender: RecommenderDep,
-    user_id: Annotated[str, USER_QUERY],
-    k: Annotated[int, K_QUERY] = 10,
-    genre: Annotated[Optional[list[str]], GENRE_QUERY] = None,
-    content_type: Annotated[Optional[list[str]], CONTENT_TYPE_QUERY] = None,
-    exclude: Annotated[Optional[list[str]], EXCLUDE_QUERY] = None,
-    offset: Annotated[int, OFFSET_QUERY] = 0,
+    recommender: RecommenderDep, user_id: Annotated[str, USER_QUERY], shape: ShapeDep
 ) -> JSONResponse:
-    return await _from_memory_or_thread(
-        recommender,
-        lambda: _answer(
-            recommender.recommend(user_id, k, _values(genre), _values(content_type), _values(exclude), offset)
-        ),
-    )
+    return await _from_memory_or_thread(recommender, lambda: _answer(recommender.recommend(user_id, *shape.args())))
 
 
 @router.post(
