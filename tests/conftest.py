@@ -145,6 +145,32 @@ def run(cli, tiny_dir):
     return invoke
 
 
+def serve_in_process(db: Path, data_dir: Path, port: int, seconds: float = 30.0):
+    """`cli.py serve` on loopback as a real child process, once /health answers (no API token)."""
+    import os
+    import subprocess
+    import time
+    import urllib.request
+
+    env = {**os.environ, "RECS_DB": str(db), "RECS_DATA_DIR": str(data_dir)}
+    env.pop("RECS_API_TOKEN", None)
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "cli.py"), "serve", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
+            return server
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                server.kill()
+                server.wait()
+                pytest.fail("the server did not start")
+            time.sleep(0.1)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on now, for a real server process."""
     import socket

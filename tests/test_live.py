@@ -4,12 +4,10 @@ folded into the next build exactly once."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 import warnings
 from pathlib import Path
@@ -20,7 +18,7 @@ import api
 import engine
 from engine import eventlog, live
 from engine.config import PLAIN
-from conftest import ROOT, TINY_EVENTS, TINY_ITEMS, TINY_USERS, write_csv, write_dataset, EVENTS_HEADER, free_port
+from conftest import ROOT, TINY_EVENTS, TINY_ITEMS, TINY_USERS, write_csv, write_dataset, EVENTS_HEADER, free_port, serve_in_process
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*httpx.*", category=UserWarning)
@@ -199,22 +197,8 @@ def test_a_read_only_server_refuses_writes(built, tiny_dir):
 
 def test_an_accepted_batch_survives_a_sigkill_of_the_server(built, tiny_dir):
     port = free_port()
-    env = {**os.environ, "RECS_DB": str(built), "RECS_DATA_DIR": str(tiny_dir)}
-    env.pop("RECS_API_TOKEN", None)
-    server = subprocess.Popen(
-        [sys.executable, str(ROOT / "cli.py"), "serve", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    server = serve_in_process(built, tiny_dir, port)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    pytest.fail("the server did not start")
-                time.sleep(0.1)
         batch = [event(f"k{n}", "i1", 100 + n) for n in range(50)]
         request = urllib.request.Request(
             f"http://127.0.0.1:{port}/events", data=json.dumps({"events": batch}).encode(),

@@ -8,8 +8,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -23,7 +21,7 @@ import api
 import engine
 from engine import eventlog, live
 from engine.config import PLAIN
-from conftest import ROOT, TINY_EVENTS, TINY_ITEMS, TINY_USERS, free_port, write_dataset
+from conftest import TINY_EVENTS, TINY_ITEMS, TINY_USERS, free_port, serve_in_process, write_dataset
 
 with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=".*httpx.*", category=UserWarning)
@@ -395,12 +393,7 @@ def test_keys_are_shared_by_every_writer_of_the_log(built):
 
 def test_a_sigkill_during_writes_keeps_every_acknowledged_batch(built, tiny_dir):
     port = free_port()
-    env = {**os.environ, "RECS_DB": str(built), "RECS_DATA_DIR": str(tiny_dir)}
-    env.pop("RECS_API_TOKEN", None)
-    server = subprocess.Popen(
-        [sys.executable, str(ROOT / "cli.py"), "serve", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    server = serve_in_process(built, tiny_dir, port)
     acknowledged: list[str] = []
     stop = threading.Event()
 
@@ -419,16 +412,8 @@ def test_a_sigkill_during_writes_keeps_every_acknowledged_batch(built, tiny_dir)
             except (OSError, urllib.error.URLError, ValueError):
                 return
 
+    deadline = time.monotonic() + 30
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    pytest.fail("the server did not start")
-                time.sleep(0.1)
         threads = [threading.Thread(target=post, args=(worker,)) for worker in range(3)]
         for thread in threads:
             thread.start()
