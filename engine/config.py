@@ -93,11 +93,13 @@ def threads() -> int | None:
     return int(value)
 
 
-def _param(default, help: str, layer: str, low=None, high=None, choices=None):
+def _param(default, help: str, layer: str, low=None, high=None, choices=None, below=None):
     """A model parameter: its default, one line of help, the first sql/ layer that reads it
-    (a change re-runs that file and the later ones), and what values it accepts."""
+    (a change re-runs that file and the later ones), and what values it accepts (low and high
+    included, below excluded)."""
     return field(
-        default=default, metadata={"help": help, "layer": layer, "low": low, "high": high, "choices": choices}
+        default=default,
+        metadata={"help": help, "layer": layer, "low": low, "high": high, "below": below, "choices": choices},
     )
 
 
@@ -163,6 +165,11 @@ class ModelParams:
     popularity_prior: float = _param(
         3.0, "weight of popularity in a personal score, as this many pseudo-items against the user's own; 0 = off",
         "50", 0,
+    )
+    prior_floor: float = _param(
+        0.0, "least weight of popularity in a personal score, however long the history: the weight is "
+        "floor + (1 - floor) x popularity_prior / (popularity_prior + the user's items); 0 = off",
+        "50", 0, below=1,
     )
     user_half_life_days: float = _param(
         0.0, "when scoring, a watched item counts half as much every this many days before the user's latest; "
@@ -233,9 +240,14 @@ def _checked(spec, value):
         raise BadArgument(f"model parameter {name} must be a finite number, not {value!r}")
     if meta["choices"] is not None and value not in meta["choices"]:
         raise BadArgument(f"model parameter {name} must be one of {', '.join(meta['choices'])}, not {value!r}")
-    low, high = meta["low"], meta["high"]
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
+    low, high, below = meta["low"], meta["high"], meta["below"]
+    too_low = low is not None and value < low
+    too_high = (high is not None and value > high) or (below is not None and value >= below)
+    if too_low or too_high:
+        if below is not None:
+            bounds = f"at least {low} and below {below}"
+        else:
+            bounds = f"from {low} to {high}" if high is not None else f"at least {low}"
         raise BadArgument(f"model parameter {name} must be {bounds}, not {value!r}")
     return value
 

@@ -12,7 +12,7 @@ popularity table each time it changes.
 The SQL macros of sql/50_serving.sql stay the definition of every answer:
 this module is the fast implementation of the same pieces (candidates, score,
 exclusion and filters, top-N, one method each: _excluded, _candidate_scores,
-_popular_candidates, _ranked, _reasons), with the same tie rule.
+_popular_candidates, _prior_odds, _ranked, _reasons), with the same tie rule.
 tests/test_conformance.py runs the same cases against it, the SQL plans and
 the reference; tests/test_serving.py checks it returns exactly what the
 macros return for every user of the bundled data, with and without filters
@@ -137,12 +137,13 @@ class ServingIndex:
     def __init__(self, cursor, generation: int):
         started = time.perf_counter()
         self.generation = generation
-        resurface, half_life, prior = cursor.execute(
-            "select resurface_light, user_half_life_days, popularity_prior from recs.main.model_params"
-        ).fetchone()
-        self.resurface_light = bool(resurface)
-        self.user_half_life_days = float(half_life)
-        self.popularity_prior = float(prior)
+        row = cursor.execute("select * from recs.main.model_params").fetchone()
+        params = dict(zip([column[0] for column in cursor.description], row))
+        self.resurface_light = bool(params["resurface_light"])
+        self.user_half_life_days = float(params["user_half_life_days"])
+        self.popularity_prior = float(params["popularity_prior"])
+        # a model built before prior_floor existed (served as shipped) has no floor
+        self.prior_floor = float(params.get("prior_floor", 0.0))
 
         items = cursor.execute(
             "select item_key, item_id, title, content_type, genre from recs.main.items order by item_key"
@@ -423,19 +424,27 @@ class ServingIndex:
             allowed &= ~passed_over[order]
         return order[allowed][:k]
 
+    def _prior_odds(self, count_history: int) -> float:
+        """The macro prior_score before its scale top(u) x relative popularity: l / (1 - l) with
+        l = a0 + (1 - a0) x c / (c + n), i.e. (c / n + a0) / (1 - a0); 0 (no prior) when c = a0 = 0
+        or n = 0."""
+        if (self.popularity_prior > 0 or self.prior_floor > 0) and count_history > 0:
+            return (self.popularity_prior / count_history + self.prior_floor) / (1 - self.prior_floor)
+        return 0.0
+
     def _ranked(self, user, scores, personal, shown, popular_keys, k, popularity: Popularity) -> list[Pick]:
         """The macro recommendations_of from its candidates: the personal candidates passing the
         filters (shown) and the popular ones, scored personal + prior on top(u) over every
         personal candidate (personal: before the filters), ranked on tie_value(score), ties to
         the more popular item; without a prior the popular ones that are not personal follow as
         the fill."""
-        with_prior = self.popularity_prior > 0 and user.count_history > 0
-        if with_prior:
+        odds = self._prior_odds(user.count_history)
+        if odds > 0:  # has_prior
             keys = np.union1d(shown, popular_keys)
             own = scores.sums[keys] if scores is not None else np.zeros(len(keys))
             top = float(personal.max()) if len(personal) else 0.0
-            # prior_score: popularity_prior / count_history * (top, or 1 when 0) * relative popularity
-            prior = self.popularity_prior / user.count_history * (top if top != 0 else 1.0) * popularity.relative_score[keys]
+            # prior_score: (c / n + a0) / (1 - a0) * (top, or 1 when 0) * relative popularity
+            prior = odds * (top if top != 0 else 1.0) * popularity.relative_score[keys]
             fill = np.zeros(0, dtype=np.int64)
         else:
             keys, own = shown, scores.sums[shown] if scores is not None else np.zeros(0)

@@ -104,18 +104,21 @@ create or replace macro contribution(strength, similarity, days_before_user_end,
 create or replace macro pair_similarity(shrunk_dot, norm, neighbor_viewers, normalisation, popularity_beta) as
     shrunk_dot / power(norm, normalisation) / power(neighbor_viewers, popularity_beta);
 
--- prior_score: what popularity adds to a personal score. The prior counts as
--- popularity_prior pseudo-items against the user's count_history own items:
---   prior = popularity_prior / count_history * user_top_score * relative_popularity
--- so score = personal + prior ranks as (1 - l) * personal / user_top_score
--- + l * relative_popularity with l = popularity_prior / (popularity_prior +
--- count_history): short histories lean on popularity, long ones on
--- similarity. user_top_score (the user's best personal score; 1 when they
--- have none) puts the prior on the scale of their personal scores.
-create or replace macro prior_score(relative_popularity, user_top_score, count_history, popularity_prior) as
+-- prior_score: what popularity adds to a personal score. score = personal +
+-- prior ranks as (1 - l) * personal / top + l * rel (top = user_top_score,
+-- the user's best personal score, 1 when they have none: it puts the prior
+-- on the scale of their scores; rel = relative_popularity), where l,
+-- popularity's weight, counts popularity_prior (c) pseudo-items against the
+-- user's count_history (n) own items and never falls below prior_floor (a0),
+-- so what is watched now does not fade out of long histories:
+--   l = a0 + (1 - a0) * c / (c + n), so prior = l / (1 - l) * top * rel = (c / n + a0) / (1 - a0) * top * rel
+-- a0 = 0 is l = c / (c + n): short histories lean on popularity, long ones
+-- on similarity. No prior (0) when c = a0 = 0, or n = 0 (l = 1: the popular
+-- list itself is the answer, as the fill).
+create or replace macro prior_score(relative_popularity, user_top_score, count_history, popularity_prior, prior_floor) as
     case
-        when popularity_prior > 0 and count_history > 0
-            then popularity_prior / count_history
+        when (popularity_prior > 0 or prior_floor > 0) and count_history > 0
+            then (popularity_prior / count_history + prior_floor) / (1 - prior_floor)
                 * coalesce(nullif(user_top_score, 0), 1.0)
                 * relative_popularity
         else 0.0
@@ -123,6 +126,8 @@ create or replace macro prior_score(relative_popularity, user_top_score, count_h
 
 -- pick_source: 'personalised' when similarity gave a pick at least as much
 -- of its score as popularity did, else 'popular'; the reason follows it.
+-- (personal and prior are on one scale: this compares (1 - l) * personal /
+-- top with l * rel, the two parts of the blend of prior_score.)
 create or replace macro pick_source(personal_score, prior) as
     case when personal_score > 0 and personal_score >= prior then 'personalised' else 'popular' end;
 

@@ -178,7 +178,8 @@ order by rank;
 --     none further down the list has a higher prior, so no other item can
 --     beat these.
 --   score: score(u, i) = personal(u, i) + prior_score(i), the prior 0 unless
---     popularity_prior > 0, on top(u) taken before the filters.
+--     popularity_prior > 0 or prior_floor > 0, on top(u) taken before the
+--     filters.
 --   top-N: on tie_value(score), ties to the more popular item
 --     (popularity_rank: unique, so the order is total and the same in every
 --     plan). Without a prior the popular candidates that are not personal
@@ -220,7 +221,10 @@ users as (
     select
         user_keys.user_key,
         user_keys.count_history,
-        user_keys.count_history > 0 and model_params.popularity_prior > 0 as has_prior,
+        -- a prior (prior_score, the one rule) when it gives the most popular item something
+        prior_score(
+            1.0, 1.0, user_keys.count_history, model_params.popularity_prior, model_params.prior_floor
+        ) > 0 as has_prior,
         per_user.user_top_score,
         user_keys.count_items + coalesce(per_user.count_negative, 0) + top_k as reach
     from user_keys
@@ -280,7 +284,8 @@ scored as (
         item.popularity_rank,
         candidates.is_popular and not users.has_prior as is_fill,
         prior_score(
-            item.relative_score, users.user_top_score, users.count_history, model_params.popularity_prior
+            item.relative_score, users.user_top_score, users.count_history,
+            model_params.popularity_prior, model_params.prior_floor
         ) as prior,
         case
             when candidates.is_popular and not users.has_prior then item.score

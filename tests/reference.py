@@ -190,8 +190,10 @@ def ranking(user_id, items, strength, params, lists=None) -> list[dict]:
     personal(u, i) = sum over u's watched items w (strength > 0) of strength x similarity(w -> i) x
     recency; the candidates are the items similar to the history, less the excluded ones (watched
     heavily, or at all unless resurface_light). top(u) is their best personal score (1 when none).
-    With a popularity prior (and count_history > 0) every item u may get competes on
-    personal + prior, prior = popularity_prior / count_history x top(u) x relative popularity;
+    With a popularity prior (popularity_prior c > 0 or prior_floor a0 > 0, and count_history n > 0)
+    every item u may get competes on personal + prior, prior = l / (1 - l) x top(u) x relative
+    popularity with l = a0 + (1 - a0) x c / (c + n), the weight of popularity in the blend
+    (1 - l) x personal / top(u) + l x relative popularity, which ranks the same;
     without one the candidates are ranked on personal and the other items follow in popularity
     order (the fill). Ties on tie_value(score) go to the more popular item. A pick is
     'personalised' when personal > 0 and personal >= prior; its reason names the watched item that
@@ -223,13 +225,15 @@ def ranking(user_id, items, strength, params, lists=None) -> list[dict]:
     viewers = {item_id: count for item_id, _, count in popular}
     best_popularity = popular[0][1] if popular else 0.0
     count_history = sum(1 for row in history.values() if row["strength"] > 0)
-    with_prior = params.popularity_prior > 0 and count_history > 0
+    with_prior = (params.popularity_prior > 0 or params.prior_floor > 0) and count_history > 0
     top = max(personal.values(), default=0.0) or 1.0
 
     def prior(item_id: str) -> float:
         if not with_prior or best_popularity == 0:
             return 0.0
-        return params.popularity_prior / count_history * top * popularity_score[item_id] / best_popularity
+        c, a0 = params.popularity_prior, params.prior_floor
+        weight = a0 + (1 - a0) * c / (c + count_history)  # l, popularity's share of the blend
+        return weight / (1 - weight) * top * popularity_score[item_id] / best_popularity
 
     def pick(item_id: str, own: float, from_popularity: float) -> dict:
         score = own + from_popularity

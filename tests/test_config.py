@@ -18,6 +18,8 @@ import engine
         ({"max_neighbors": 2.5}, "model parameter max_neighbors must be a whole number, not 2.5"),
         ({"resurface_light": 1}, "model parameter resurface_light must be true or false, not 1"),
         ({"similarity_alpha": float("nan")}, "model parameter similarity_alpha must be a finite number, not nan"),
+        ({"prior_floor": 1.0}, "model parameter prior_floor must be at least 0 and below 1, not 1.0"),
+        ({"prior_floor": -0.1}, "model parameter prior_floor must be at least 0 and below 1, not -0.1"),
     ],
 )
 def test_a_bad_parameter_is_one_line_naming_it_and_what_is_allowed(values, message):

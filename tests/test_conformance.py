@@ -58,6 +58,15 @@ DATASETS = {
     "ease with a prior": (lambda: multi_genre_dataset(13), engine.ModelParams(neighbor_model="ease", ease_lambda=5.0)),
     "ease, no prior": (lambda: multi_genre_dataset(14), PLAIN.replace(neighbor_model="ease", ease_lambda=2.0)),
     "ties": (ties_dataset, TIES),
+    # the floor carries the trend: popularity keeps a share of every score however long the history
+    "prior floor, 3-day trend": (
+        lambda: multi_genre_dataset(15), engine.ModelParams(prior_floor=0.4, trending_half_life_days=3.0)
+    ),
+    # c = 0: every user with a history weighs popularity by the floor alone; EASE's negative weights
+    "floor without a prior, ease, 7-day trend": (
+        lambda: multi_genre_dataset(16),
+        PLAIN.replace(prior_floor=0.7, trending_half_life_days=7.0, neighbor_model="ease", ease_lambda=2.0),
+    ),
 }
 
 QUESTIONS = [
@@ -174,6 +183,56 @@ def test_ties_go_to_the_more_popular_item_and_the_reason_to_the_lower_id(built):
         assert [pick["item_id"] for pick in picks] == ["i4", "i3"]
         assert picks[0]["score"] == picks[1]["score"]
         assert [pick["reason"] for pick in picks] == ["similar to Title 1 and 1 more you watched"] * 2
+
+
+# --- the prior's floor: what is watched now, for long histories too --------------------------
+
+
+def trending_dataset():
+    """u1 watched h1..h10 a month before the data's end, as did u2..u4, who also watched p: p is
+    u1's one personal candidate. Four fans watched only t, on the last day: with a 1-day trend t
+    is the most popular item by far (relative popularity 1, p's about 2^-30), and similar to
+    nothing u1 watched (personal 0)."""
+    history = [f"h{n}" for n in range(1, 11)]
+    users = [(f"u{n}", 30, "F", "Jakarta") for n in range(1, 5)] + [(f"f{n}", 30, "M", "Jakarta") for n in range(1, 5)]
+    items = [(item, f"Title {item}", "movie", "drama") for item in [*history, "p", "t"]]
+    early, last = "2026-01-01T10:00:00Z", "2026-01-31T10:00:00Z"
+    events = [("u1", item, "play", 600, early) for item in history]
+    events += [(user, item, "play", 600, early) for user in ("u2", "u3", "u4") for item in [*history, "p"]]
+    events += [(fan, "t", "play", 600, last) for fan in ("f1", "f2", "f3", "f4")]
+    return users, items, events
+
+
+@pytest.fixture(scope="module")
+def trending_models(tmp_path_factory):
+    """trending_dataset built with the prior 3 and a 1-day trend, without a floor and with 0.8."""
+    models = {}
+    for floor in (0.0, 0.8):
+        users, items, events = trending_dataset()
+        folder = write_dataset(tmp_path_factory.mktemp(f"trending{floor}") / "data", users, items, events)
+        params = PLAIN.replace(popularity_prior=3.0, trending_half_life_days=1.0, prior_floor=floor)
+        models[floor] = Built(folder, users, items, events, params)
+    yield models
+    for model in models.values():
+        model.close()
+
+
+def test_without_a_floor_a_long_history_fades_the_trend_out(trending_models):
+    """n(u1) = 10 against c = 3: popularity weighs l = 3/13, so t scores 3/10 of u1's top score
+    and p, the personal pick, leads."""
+    for implementation in IMPLEMENTATIONS.values():
+        picks = implementation(trending_models[0.0], ["u1"], {"k": 2})["u1"]
+        assert [(pick["item_id"], pick["source"]) for pick in picks] == [("p", "personalised"), ("t", "popular")]
+        assert picks[1]["score"] == pytest.approx(0.3 * picks[0]["score"], rel=1e-6)
+
+
+def test_with_a_floor_what_is_watched_now_leads_a_long_history(trending_models):
+    """a0 = 0.8: l = 0.8 + 0.2 x 3/13, l / (1 - l) = (3/10 + 0.8) / 0.2 = 5.5, so t scores 5.5 times
+    u1's top score (p's, whose own prior is about 2^-30 of it) and leads, picked for popularity."""
+    for implementation in IMPLEMENTATIONS.values():
+        picks = implementation(trending_models[0.8], ["u1"], {"k": 2})["u1"]
+        assert [(pick["item_id"], pick["source"]) for pick in picks] == [("t", "popular"), ("p", "personalised")]
+        assert picks[0]["score"] == pytest.approx(5.5 * picks[1]["score"], rel=1e-6)
 
 
 # --- filters restrict, they never re-score -------------------------------------------------
