@@ -128,7 +128,7 @@ def test_the_budget_stops_the_plan_but_runs_the_last_step(tmp_path):
     assert [t.step for t in result.trials] == ["start"] + ["popularity_prior"] * (len(tune.PRIORS) - 1)
 
 
-def scripted_tune(tmp_path, monkeypatch, ndcg_of, dataset=None, coverage_of=lambda params: 0.5):
+def scripted_tune(tmp_path, monkeypatch, ndcg_of, dataset=None, coverage_of=lambda params: 0.5, start=None):
     """tune() with each trial's validation NDCG (and coverage) given by ndcg_of(params) (coverage_of)
     instead of a model fit."""
     monkeypatch.setattr(
@@ -137,7 +137,7 @@ def scripted_tune(tmp_path, monkeypatch, ndcg_of, dataset=None, coverage_of=lamb
     folder = write_dataset(tmp_path / "data", *(dataset or hits_dataset()))
     with duckdb.connect(str(tmp_path / "t.db")) as con:
         load_into(con, folder)
-        return tune.tune(con, budget_seconds=1e9)
+        return tune.tune(con, start=start, budget_seconds=1e9)
 
 
 def late_few_dataset(seed: int = 5):
@@ -213,6 +213,28 @@ def test_with_ease_chosen_cosine_only_parameters_are_not_tried(tmp_path, monkeyp
     tried = {name for t in after for name in t.changes}
     assert not tried & tune.COSINE_ONLY
     assert {"strength_formula", "popularity_prior"} <= tried  # (max_neighbors stays at EASE's 200)
+
+
+def test_a_user_half_life_that_helps_cosine_does_not_block_ease(tmp_path, monkeypatch):
+    # the B look-alike's user split on validation: the half-life lifts cosine past EASE-with-it,
+    # while EASE without it is the best of all
+    def ndcg_of(params):
+        if params.neighbor_model == "ease":
+            return 0.1208 if params.user_half_life_days == 0 else 0.1182
+        return 0.1184 if params.user_half_life_days == 90 else 0.1168
+
+    result = scripted_tune(tmp_path, monkeypatch, ndcg_of)
+    assert result.params.neighbor_model == "ease"
+    assert result.params.user_half_life_days == 0.0
+    steps = [name for name, _ in tune.PLAN]
+    assert steps.index("user_half_life_days") > steps.index("neighbor_model")
+
+
+def test_ease_without_the_prior_is_without_its_floor_too(tmp_path, monkeypatch):
+    result = scripted_tune(tmp_path, monkeypatch, lambda p: 0.1, start=ModelParams(prior_floor=0.3))
+    without_prior = [t for t in result.trials if t.step == "neighbor_model" and "popularity_prior" in t.changes]
+    assert [(t.params["popularity_prior"], t.params["prior_floor"]) for t in without_prior] == [(0.0, 0.0)]
+    assert "prior_floor" not in {name for name, _ in tune.PLAN}
 
 
 def test_a_large_validation_split_scores_a_fixed_sample_of_its_users(tmp_path, monkeypatch):
