@@ -191,6 +191,13 @@ def stage(
             raise DataFileError(f"{path}: cannot be read as CSV: {first}") from None
         path = with_lf_endings(path, scratch / f"lf-{spec.file}")
         _read_raw(con, path, spec, columns, delimiter)
+    if con.execute(f"select count(*) from rejects_{spec.table}").fetchone()[0]:
+        # DuckDB's reader lets a stray quote swallow every line after it (or up to the next stray
+        # one) into one rejected record, unreported: in a file with rejects, a quote still open
+        # after MAX_RECORD_LINES lines is a stray one; its line alone is reported, blanked in a
+        # copy, and the copy is read again. (A file without rejects is read as it is.)
+        path = _without_unclosed_quotes(con, path, spec, delimiter, scratch)
+        _read_raw(con, path, spec, columns, delimiter)
     _skip_repeated_headers(con, spec, list(columns))
     # rowid follows the file's order: it is the record number the checks report. A view takes no
     # bound parameters: the file name is a quoted literal.
@@ -225,6 +232,94 @@ def stage(
         {"file": spec.file, "encoding": "UTF-8" if input_format.is_utf8 else input_format.encoding},
     )
     return path
+
+
+MAX_RECORD_LINES = 50
+"""The most lines one record may span (a quoted field may hold line breaks): a quote still open
+after that many lines, or at the end of the file, is a stray one, reported on its own line."""
+
+
+def quote_state(line: str, delimiter: str, inside: bool) -> tuple[bool, bool]:
+    """(whether a quoted field is still open at the end of line, whether one closed badly in it)
+    as DuckDB's reader reads them: a quote opens a field only at its start, inside one a doubled
+    quote is a quote, and a closing quote must be followed by the delimiter or the line's end."""
+    if '"' not in line:
+        return inside, False
+    at_field_start, badly, i = not inside, False, 0
+    while i < len(line):
+        char = line[i]
+        if inside:
+            if char == '"':
+                if line[i + 1:i + 2] == '"':
+                    i += 2
+                    continue
+                inside = False
+                badly = badly or line[i + 1:i + 2] not in (delimiter, "\r", "\n", "")
+        elif char == '"' and at_field_start:
+            inside = True
+        at_field_start = not inside and char == delimiter
+        i += 1
+    return inside, badly
+
+
+def ends_inside_quotes(line: str, delimiter: str, inside: bool) -> bool:
+    """Whether a quoted field is still open at the end of line (see quote_state)."""
+    return quote_state(line, delimiter, inside)[0]
+
+
+def unclosed_quote_lines(lines: list[str], delimiter: str, max_lines: int = MAX_RECORD_LINES) -> list[int]:
+    """The 0-based indexes of lines (the header first) where a quoted field opens and does not
+    close well (followed by the delimiter or the line's end) within max_lines lines or before
+    the end; reading resumes on the line after each."""
+    found, index = [], 0
+    while index < len(lines):
+        if not ends_inside_quotes(lines[index], delimiter, False):
+            index += 1
+            continue
+        inside, badly, after = True, False, index + 1
+        while inside and after < len(lines) and after - index < max_lines:
+            inside, badly = quote_state(lines[after], delimiter, True)
+            after += 1
+        if inside or badly:
+            found.append(index)
+            index += 1
+        else:
+            index = after
+    return found
+
+
+def blank_unclosed_quotes(path: Path, delimiter: str, target: Path) -> tuple[Path, list[tuple[int, str]]]:
+    """A copy of path at target with each line that opens a quote that never closes left blank
+    (so line numbers stay), and those lines as (line number, text); path itself when none does."""
+    with open_bytes(path) as handle:  # bytes that are not UTF-8 stay as they are, for the reader to report
+        lines = [line.decode("utf-8", "surrogateescape") for line in handle]
+    found = unclosed_quote_lines(lines, delimiter)
+    if not found:
+        return path, []
+    stray = [
+        (index + 1, lines[index].rstrip("\r\n").encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+        for index in found
+    ]
+    for index in found:
+        lines[index] = "\n"
+    target.write_bytes("".join(lines).encode("utf-8", "surrogateescape"))
+    return target, stray
+
+
+STRAY_QUOTE = f"a quote opens here and never closes (within {MAX_RECORD_LINES} lines or before the end of the file)"
+"""The problem reported for such a line, by both engines."""
+
+
+def _without_unclosed_quotes(con: duckdb.DuckDBPyConnection, path: Path, spec: CsvSpec, delimiter: str, scratch: Path) -> Path:
+    """blank_unclosed_quotes, its lines recorded in unclosed_quotes for load_issues."""
+    copy, stray = blank_unclosed_quotes(path, delimiter, scratch / f"q-{spec.file}")
+    con.execute("create temp table if not exists unclosed_quotes (file varchar, line bigint, raw_text varchar)")
+    if stray:
+        con.execute(
+            "insert into unclosed_quotes select $file, unnest($lines::bigint[]), unnest($raw::varchar[])",
+            {"file": spec.file, "lines": [line for line, _ in stray], "raw": [text for _, text in stray]},
+        )
+    return copy
 
 
 def _skip_repeated_headers(con: duckdb.DuckDBPyConnection, spec: CsvSpec, header: list[str]) -> None:
@@ -362,6 +457,16 @@ def finish_issues(
                 con.execute(LINE_MAP, {"path": str(readable)})
         con.execute(INSERT_ISSUES, {"file": spec.file})
     con.execute("drop table if exists line_map")
+    if con.execute("select count(*) from duckdb_tables() where table_name = 'unclosed_quotes'").fetchone()[0]:
+        con.execute(
+            """
+            insert into load_issues
+            select file, line, null, $problem, 'row skipped', raw_text
+            from unclosed_quotes
+            """,
+            {"problem": STRAY_QUOTE},
+        )
+        con.execute("drop table unclosed_quotes")
 
 
 # One row per physical line. row_number() over () numbers rows in the order

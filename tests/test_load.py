@@ -43,7 +43,7 @@ CASES = [
     ("events.csv", "u1,i3,play,5,soon", "timestamp", "timestamp 'soon' is not a date and time", "row skipped", 0),
     ("events.csv", "u1,i3,play,5,2024-13-01", "timestamp", "timestamp '2024-13-01' is not a date", "row skipped", 0),
     ("events.csv", "u1,i99,play,5,2024-01-05", "item_id", "item_id 'i99' is not in items.csv", "row skipped", 0),
-    ("events.csv", 'u1,i3,play,5,"2024-01-05', None, "a quote in the row is not closed", "row skipped", 0),
+    ("events.csv", 'u1,i3,play,5,"2024-01-05', None, "a quote opens here and never closes", "row skipped", 0),
 ]
 
 TABLE = {"users.csv": "users", "items.csv": "items", "events.csv": "events"}
@@ -130,3 +130,66 @@ def test_every_row_is_loaded_or_reported(tmp_path):
             "select count(distinct line) from load_issues where file = ? and action = 'row skipped'", [file]
         ).fetchone()[0]
         assert loaded + skipped == rows_in_file, file
+
+
+# --- a stray quote: that line is reported, every line after it loaded or reported --------
+
+
+def test_a_stray_quote_reports_its_line_and_loses_nothing_after_it(tmp_path):
+    """The issue's case: a 360-line events.csv with an opening quote in data line 3 loaded 2
+    rows and reported 1; the other 357 vanished."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    events = [f"u{n % 3 + 1},i{n % 4 + 1},play,{100 + n},2024-01-0{n % 9 + 1}T10:00:00Z" for n in range(360)]
+    events[2] = events[2].replace(",play", ',"play')
+    (folder / "events.csv").write_text("\n".join(BASE["events.csv"][:1] + events) + "\n", encoding="utf-8")
+    for name in ("users.csv", "items.csv"):
+        (folder / name).write_text("\n".join(BASE[name]) + "\n", encoding="utf-8")
+    engine.build(tmp_path / "recs.db", folder, PLAIN)
+    con = duckdb.connect(str(tmp_path / "recs.db"), read_only=True)
+    assert con.execute("select count(*) from events").fetchone()[0] == 359
+    assert con.execute("select file, line, problem, raw_text from load_issues").fetchall() == [
+        ("events.csv", 4, "a quote opens here and never closes (within 50 lines or before the end of the file)",
+         events[2]),
+    ]
+
+
+def test_a_stray_quote_in_items_csv_does_not_hide_the_items_after_it(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    items = BASE["items.csv"][:2] + ['i8,"Stray title,tv,drama'] + BASE["items.csv"][2:]
+    (folder / "items.csv").write_text("\n".join(items) + "\n", encoding="utf-8")
+    for name in ("users.csv", "events.csv"):
+        (folder / name).write_text("\n".join(BASE[name]) + "\n", encoding="utf-8")
+    engine.build(tmp_path / "recs.db", folder, PLAIN)
+    con = duckdb.connect(str(tmp_path / "recs.db"), read_only=True)
+    assert [row[0] for row in con.execute("select item_id from items order by item_id").fetchall()] == ["i1", "i2", "i3", "i4"]
+    assert con.execute("select file, line from load_issues").fetchall() == [("items.csv", 3)]  # no event for i3, i4 refused
+
+
+def test_a_quoted_field_may_span_lines_and_two_stray_quotes_far_apart_swallow_nothing(tmp_path):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    long_title = "\n".join(f"part {n}" for n in range(10))
+    items = (
+        BASE["items.csv"] + [f'i8,"{long_title}",tv,drama', 'i9,"Stray one,tv,drama']
+        + [f"i{n},T{n},tv,drama" for n in range(10, 70)] + ['i70,"Stray two,tv,drama', "i71,Last,tv,drama"]
+    )
+    (folder / "items.csv").write_text("\n".join(items) + "\n", encoding="utf-8")
+    for name in ("users.csv", "events.csv"):
+        (folder / name).write_text("\n".join(BASE[name]) + "\n", encoding="utf-8")
+    engine.build(tmp_path / "recs.db", folder, PLAIN)
+    con = duckdb.connect(str(tmp_path / "recs.db"), read_only=True)
+    titles = dict(con.execute("select item_id, title from items").fetchall())
+    assert titles["i8"] == long_title  # a quoted value keeps its line breaks
+    assert {f"i{n}" for n in range(10, 70)} | {"i71"} <= set(titles) and not {"i9", "i70"} & set(titles)
+    lines = con.execute("select line from load_issues order by line").fetchall()
+    assert lines == [(16,), (77,)]  # each stray quote's own line, nothing between them lost
+
+
+@pytest.mark.parametrize("line, inside", [
+    ('a,b,c', False), ('a,"b,c', True), ('a,"b",c', False), ('a,"b""c",d', False), ('a,b"c,d', False),
+    ('"a', True), ('a,""', False), ('a,"""', True),
+])
+def test_a_quote_opens_a_field_only_at_its_start(line, inside):
+    assert engine.load.ends_inside_quotes(line, ",", False) is inside

@@ -220,10 +220,10 @@ def build_both(tmp_path, folder, params, spark):
 BAD_LINES = {
     "users.csv": ["u1,40,M,Medan", ",30,F,Bali", "u7,,F,Bali", "u8,abc,F,Bali", "u9,250,F,Bali", "u10,30,F",
                   "USER_ID, age,gender,region"],
-    "items.csv": ["i1,Again,tv,drama", " ,Nameless,tv,drama", "i9,,tv,drama", "i10,Ten,tv,", "i11,Eleven,,drama",
+    "items.csv": ["i1,Again,tv,drama", 'i14,"Stray quote,tv,drama', " ,Nameless,tv,drama", "i9,,tv,drama", "i10,Ten,tv,", "i11,Eleven,,drama",
                   "i12,Twelve,tv,drama,extra", 'i13,"Quoted, with comma",Movie, Drama '],
     "events.csv": [
-        "u1,i3,play", "u1,i3,play,5,2024-01-05T00:00:00Z,x", ",i3,play,5,2024-01-05", "u1,,play,5,2024-01-05",
+        "u1,i3,play", 'u2,"i1,play,5,2024-01-05', "u1,i3,play,5,2024-01-05T00:00:00Z,x", ",i3,play,5,2024-01-05", "u1,,play,5,2024-01-05",
         "u1,i3,play,abc,2024-01-05", "u1,i3,play,1e3,2024-01-05", "u1,i3,play,-30,2024-01-05",
         "u1,i3,play,,2024-01-05", "u1,i3,play,90000,2024-01-05", "u1,i3,like,5,2024-01-05",
         "u1,i3,,5,2024-01-05", "u1,i3,play,5,", "u1,i3,play,5,soon", "u1,i3,play,5,2024-13-01",

@@ -93,6 +93,7 @@ class SparkTables:
         self.schemas: dict[str, list[tuple[str, str]]] = {}  # declared columns of create table (...)
         self.written: dict[str, str] = {}  # table -> where its current rows are
         self.model_tables: list[str] = []
+        self.stray_quotes: list[tuple[str, str]] = []  # (file, line text) of quotes that never close
 
     def save(self, name: str, frame, model: bool) -> None:
         """Write frame as table name (under the model folder when model), and read it back as a view."""
@@ -241,17 +242,20 @@ def _columns(text: str) -> list[tuple[str, str]]:
 # become load_issue_records, as engine/load.py makes them for DuckDB.
 
 def _stage(
-    spark, tables: SparkTables, path: Path, spec: load.CsvSpec, scratch: Path, input_format: load.InputFormat
+    spark, tables: SparkTables, path: Path, spec: load.CsvSpec, scratch: Path, input_format: load.InputFormat,
+    scanned: bool = False,
 ) -> None:
     from pyspark.sql import functions as F
     from pyspark.sql.types import StringType, StructField, StructType
 
     # by name, in file order, with its delimiter: the same checks and messages as load.stage
-    header, delimiter = load.read_header(path, spec, input_format)
-    if not input_format.is_utf8:  # a UTF-8 copy, line for line, as load.stage reads
+    header, delimiter = load.read_header(path, spec, input_format if not scanned else load.InputFormat(input_format.delimiter))
+    if not scanned and not input_format.is_utf8:  # a UTF-8 copy, line for line, as load.stage reads
         path = load.as_utf8(path, scratch / f"utf8-{spec.file}", input_format.encoding)
-    if load.mixes_line_endings(path):  # Spark's reader, like DuckDB's, takes one kind per file
+    if not scanned and load.mixes_line_endings(path):  # Spark's reader, like DuckDB's, takes one kind per file
         path = load.with_lf_endings(path, scratch / spec.file)
+    if not scanned and _ends_inside_quotes(path):
+        path, scanned = _blank_stray_quotes(tables, path, spec, delimiter, scratch), True
     schema = StructType(
         [StructField(name, StringType()) for name in header] + [StructField("_corrupt_record", StringType())]
     )
@@ -291,19 +295,17 @@ def _stage(
         where _corrupt_record is not null or ({bad_text}) or {is_header}
         """
     ).collect()
+    if not scanned and any(row["_corrupt_record"] is not None for row in odd):
+        # as load.stage: in a file with malformed records, a stray quote may have swallowed lines
+        blanked = _blank_stray_quotes(tables, path, spec, delimiter, scratch)
+        if blanked != path:
+            return _stage(spark, tables, blanked, spec, scratch, input_format, scanned=True)  # read as UTF-8 now
     rows = [
         (spec.file, row["rec_no"], None, None,
          "repeated header line" if row["is_header"] and row["_corrupt_record"] is None
          else _malformed_problem(row, spec, input_format, delimiter), "row skipped")
         for row in odd
     ]
-    if _ends_inside_quotes(path):
-        # Spark reads an unclosed quote to the end of the file as one good value: the last record is bad
-        last = spark.sql(f"select max(rec_no) as rec_no from {staged} where _corrupt_record is null").first()
-        if last["rec_no"] is not None:
-            rows.append((spec.file, last["rec_no"], None, None, "a quote in the row is not closed or not escaped",
-                         "row skipped"))
-            odd.append({"rec_no": last["rec_no"]})
     if rows:
         issues = spark.createDataFrame(
             rows, "file string, rec_no bigint, csv_line bigint, column_name string, problem string, action string"
@@ -319,6 +321,14 @@ def _stage(
         where rec_no not in (select rec_no from skipped_{spec.table})
         """
     ).createOrReplaceTempView(f"raw_{spec.table}")
+
+
+def _blank_stray_quotes(tables: SparkTables, path: Path, spec: load.CsvSpec, delimiter: str, scratch: Path) -> Path:
+    """load.blank_unclosed_quotes, its lines kept for load_issues (a stray quote would swallow
+    what follows it): the path to read."""
+    path, stray = load.blank_unclosed_quotes(path, delimiter, scratch / f"q-{spec.file}")
+    tables.stray_quotes += [(spec.file, text) for _, text in stray]
+    return path
 
 
 def _ends_inside_quotes(path: Path) -> bool:
@@ -361,7 +371,14 @@ def _finish_issues(spark, tables: SparkTables) -> None:
     raw = " union all ".join(
         f"select '{spec.file}' as file, rec_no, raw_text from raw_text_{spec.table}" for spec in load.SPECS
     )
-    tables.save("load_issues", spark.sql(FINISH_ISSUES.format(raw=raw)), model=True)
+    issues = spark.sql(FINISH_ISSUES.format(raw=raw))
+    if tables.stray_quotes:
+        stray = spark.createDataFrame(
+            [(file, None, None, load.STRAY_QUOTE, "row skipped", text) for file, text in tables.stray_quotes],
+            issues.schema,
+        )
+        issues = issues.unionByName(stray)
+    tables.save("load_issues", issues, model=True)
 
 
 def _is_local(location: str) -> bool:
