@@ -54,10 +54,12 @@ class InvalidEvents(BadArgument):
 
     def __init__(self, problems: list):
         self.problems = problems
+        """Every problem of every bad event (index, field, problem), several per event at times."""
         first = problems[0]
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        events = len({problem.index for problem in problems})
+        more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
         super().__init__(
-            f"{len(problems)} invalid event(s), none of the batch was kept: "
+            f"{events} invalid event(s), none of the batch was kept: "
             f"event {first.index}, {first.field}: {first.problem}{more}"
         )
 

@@ -69,7 +69,7 @@ OVERLAY_VIEWS = (
 
 @dataclass(frozen=True)
 class Problem:
-    """One invalid event: its position in the batch (0-based) or its line in a file."""
+    """One problem of an invalid event: its position in the batch (0-based), the field, what is wrong."""
 
     index: int
     field: str
@@ -114,24 +114,40 @@ def _shown(name: str) -> str:
     return repr(name[:40] + "..." if len(name) > 40 else name)
 
 
+FIELD_PROBLEMS = (
+    ("user_id", "problem_user_id"),
+    ("item_id", "problem_item_id"),
+    ("item_id", "problem_item_listed"),
+    ("event_type", "problem_event_type"),
+    ("watch_seconds", "problem_watch_seconds"),
+    ("timestamp", "problem_timestamp"),
+)
+"""Each field and the column of sql/12's events_checked that says what is wrong with it."""
+
+MAX_UNEXPECTED = 5
+"""The most unexpected fields of one event named one by one; the rest are counted."""
+
+
 def check_rows(cursor: duckdb.DuckDBPyConnection, rows: list[dict]) -> tuple[list[tuple], list[Problem]]:
     """Check events (dicts of the columns of events.csv) by the rules of sql/12_events.sql.
 
-    Returns the good events as log rows and the problems, one per bad event
-    (its index in rows, the field, what is wrong). cursor reads the model's
-    items and event types; the check runs in its temp catalog.
+    Returns the good events as log rows and the problems: every problem of each bad event (its
+    index in rows, the field, what is wrong), by index and then in the order of the columns.
+    cursor reads the model's items and event types; the check runs in its temp catalog.
     """
     problems: list[Problem] = []
     columns: dict[str, list] = {name: [] for name in COLUMNS}
+    not_objects = set()
     for index, row in enumerate(rows):
         if not isinstance(row, dict):
             problems.append(Problem(index, "event", "must be an object with the fields " + ", ".join(COLUMNS)))
+            not_objects.add(index)
             row = {}
         extra = sorted(set(row) - set(COLUMNS))
-        if extra:
-            problems.append(Problem(
-                index, extra[0][:40], f"unexpected field {_shown(extra[0])} (expected {', '.join(COLUMNS)})"
-            ))
+        for name in extra[:MAX_UNEXPECTED]:
+            problems.append(Problem(index, name[:40], f"unexpected field {_shown(name)} (expected {', '.join(COLUMNS)})"))
+        if len(extra) > MAX_UNEXPECTED:
+            problems.append(Problem(index, "event", f"{len(extra) - MAX_UNEXPECTED:,} more unexpected fields"))
         for name in COLUMNS:
             try:
                 columns[name].append(as_text(row.get(name)))
@@ -147,8 +163,16 @@ def check_rows(cursor: duckdb.DuckDBPyConnection, rows: list[dict]) -> tuple[lis
     try:
         cursor.execute(CHECK_EVENTS)
         checked = cursor.execute(
-            """
-            select rec_no, problem_column, row_problem, user_id, item_id, event_type, seconds_text, watched_at
+            f"""
+            select
+                rec_no,
+                row_problem,
+                {", ".join(column for _, column in FIELD_PROBLEMS)},
+                user_id,
+                item_id,
+                event_type,
+                seconds_text,
+                watched_at
             from temp.events_checked
             order by rec_no
             """
@@ -156,15 +180,24 @@ def check_rows(cursor: duckdb.DuckDBPyConnection, rows: list[dict]) -> tuple[lis
     finally:
         cursor.execute("drop table if exists temp.events_checked")
         cursor.execute("drop table if exists temp.raw_events")
-    already = {problem.index for problem in problems}
+    # a field Python refused already (not text, say) reads as blank here: its problem is Python's
+    named = {(problem.index, problem.field) for problem in problems}
+    refused = {problem.index for problem in problems}
     good = []
-    for rec_no, column, problem, user_id, item_id, event_type, seconds, watched_at in checked:
-        if problem is not None:
-            if rec_no not in already:
-                problems.append(Problem(rec_no, column, problem))
-        elif rec_no not in already:
-            good.append((user_id, item_id, event_type, seconds, _utc_text(watched_at)))
-    problems.sort(key=lambda problem: problem.index)
+    for rec_no, row_problem, *rest in checked:
+        field_problems, values = rest[:len(FIELD_PROBLEMS)], rest[len(FIELD_PROBLEMS):]
+        if row_problem is None:
+            if rec_no not in refused:
+                user_id, item_id, event_type, seconds, watched_at = values
+                good.append((user_id, item_id, event_type, seconds, _utc_text(watched_at)))
+            continue
+        if rec_no in not_objects:
+            continue  # "must be an object" says it all
+        for (field, _), problem in zip(FIELD_PROBLEMS, field_problems):
+            if problem is not None and (rec_no, field) not in named:
+                problems.append(Problem(rec_no, field, problem))
+    order = {name: position for position, name in enumerate(COLUMNS)}
+    problems.sort(key=lambda problem: (problem.index, order.get(problem.field, len(COLUMNS))))
     return good, problems
 
 

@@ -43,41 +43,68 @@ parsed as (
     from source
 ),
 
-final as (
+-- One column per field: the first of its rules the field fails, or null.
+-- The live path names every one of them; a loaded row is reported with its
+-- first problem in this order (an unlisted item only once the rest is
+-- readable), as row_problem in problem_column.
+checked as (
     select
         parsed.*,
         case
             when parsed.user_id is null then 'user_id is blank'
-            when id_problem(parsed.user_id, 'user_id') is not null then id_problem(parsed.user_id, 'user_id')
+            else id_problem(parsed.user_id, 'user_id')
+        end as problem_user_id,
+        case
             when parsed.item_id is null then 'item_id is blank'
-            when id_problem(parsed.item_id, 'item_id') is not null then id_problem(parsed.item_id, 'item_id')
+            else id_problem(parsed.item_id, 'item_id')
+        end as problem_item_id,
+        case
             when parsed.event_type is null then 'event_type is blank'
             when event_types.event_type is null
                 then 'unknown event_type ' || quoted(parsed.event_type) || ' (accepted: '
                     || (select string_agg(event_type, ', ' order by event_type) from event_types) || ')'
+        end as problem_event_type,
+        case
             when seconds_text is null then 'watch_seconds is blank'
             when regexp_full_match(seconds_text, '-[0-9.]+') then 'watch_seconds ' || quoted(seconds_text) || ' is negative'
             when parsed.watch_seconds is null then 'watch_seconds ' || quoted(seconds_text) || ' is not a number of seconds'
             when parsed.watch_seconds > 86400 then 'watch_seconds ' || quoted(seconds_text) || ' is more than a day in one session'
+        end as problem_watch_seconds,
+        case
             when timestamp_text is null then 'timestamp is blank'
             when watched_at is null then 'timestamp ' || quoted(timestamp_text) || ' is not a date and time'
-            when timestamp_problem(watched_at, timestamp_text, clock.now_at) is not null
-                then timestamp_problem(watched_at, timestamp_text, clock.now_at)
-            when items.item_id is null then 'item_id ' || quoted(parsed.item_id) || ' is not in items.csv'
-        end as row_problem,
+            else timestamp_problem(watched_at, timestamp_text, clock.now_at)
+        end as problem_timestamp,
         case
-            when parsed.user_id is null or id_problem(parsed.user_id, 'user_id') is not null then 'user_id'
-            when parsed.item_id is null or id_problem(parsed.item_id, 'item_id') is not null then 'item_id'
-            when event_types.event_type is null then 'event_type'
-            when parsed.watch_seconds is null or parsed.watch_seconds > 86400 then 'watch_seconds'
-            when watched_at is null or timestamp_problem(watched_at, timestamp_text, clock.now_at) is not null
-                then 'timestamp'
-            else 'item_id'
-        end as problem_column
+            when items.item_id is null and parsed.item_id is not null and id_problem(parsed.item_id, 'item_id') is null
+                then 'item_id ' || quoted(parsed.item_id) || ' is not in items.csv'
+        end as problem_item_listed
     from parsed
     cross join clock
     left join event_types on event_types.event_type = parsed.event_type
     left join items on items.item_id = parsed.item_id
+),
+
+final as (
+    select
+        *,
+        coalesce(
+            problem_user_id,
+            problem_item_id,
+            problem_event_type,
+            problem_watch_seconds,
+            problem_timestamp,
+            problem_item_listed
+        ) as row_problem,
+        case
+            when problem_user_id is not null then 'user_id'
+            when problem_item_id is not null then 'item_id'
+            when problem_event_type is not null then 'event_type'
+            when problem_watch_seconds is not null then 'watch_seconds'
+            when problem_timestamp is not null then 'timestamp'
+            when problem_item_listed is not null then 'item_id'
+        end as problem_column
+    from checked
 )
 
 select * from final;

@@ -122,7 +122,55 @@ def test_a_batch_with_an_invalid_event_is_refused_whole(client, built, change, f
 def test_every_bad_event_of_a_batch_is_named(client, built):
     events = [event(item_id="i99"), event(), "not an object", event(seconds="x", at="never")]
     body = client.post("/events", json={"events": events}).json()
-    assert [(d["index"], d["field"]) for d in body["details"]] == [(0, "item_id"), (2, "event"), (3, "watch_seconds")]
+    assert [(d["index"], d["field"]) for d in body["details"]] == [
+        (0, "item_id"), (2, "event"), (3, "watch_seconds"), (3, "timestamp"),
+    ]
+    assert body["message"].startswith("3 invalid event(s), none of the batch was kept: event 0, item_id: ")
+    assert logged(built) == []
+
+
+def test_every_problem_of_an_event_is_named_at_once(client, built):
+    bad = {"user_id": "", "item_id": "i99", "event_type": "pause", "watch_seconds": -30, "timestamp": "soon",
+           "rating": 5, "mood": "happy"}
+    body = client.post("/events", json={"events": [event(), bad]}).json()
+    assert [(d["index"], d["field"], d["problem"].split(" (")[0]) for d in body["details"]] == [
+        (1, "user_id", "user_id is blank"),
+        (1, "item_id", "item_id 'i99' is not in items.csv"),
+        (1, "event_type", "unknown event_type 'pause'"),
+        (1, "watch_seconds", "watch_seconds '-30' is negative"),
+        (1, "timestamp", "timestamp 'soon' is not a date and time"),
+        (1, "mood", "unexpected field 'mood'"),
+        (1, "rating", "unexpected field 'rating'"),
+    ]
+    assert body["message"] == (
+        "1 invalid event(s), none of the batch was kept: event 1, user_id: user_id is blank (and 6 more problem(s))"
+    )
+    assert logged(built) == []
+
+
+def test_a_field_of_the_wrong_kind_is_named_once_beside_the_others(client, built):
+    bad = {**event(), "user_id": "a\rb", "item_id": ["i1"], "watch_seconds": 90000}
+    body = client.post("/events", json={"events": [bad]}).json()
+    assert [(d["field"], d["problem"]) for d in body["details"]] == [
+        ("user_id", "user_id 'a?b' holds a control character"),
+        ("item_id", "item_id must be text or a number, not list"),  # not also "item_id is blank"
+        ("watch_seconds", "watch_seconds '90000' is more than a day in one session"),
+    ]
+
+
+def test_many_unexpected_fields_are_counted_not_listed(client, built):
+    bad = {**event(), **{f"extra{n:04}": n for n in range(2000)}}
+    response = client.post("/events", json={"events": [bad]})
+    details = response.json()["details"]
+    assert [d["field"] for d in details] == ["extra0000", "extra0001", "extra0002", "extra0003", "extra0004", "event"]
+    assert details[-1]["problem"] == "1,995 more unexpected fields"
+    assert len(response.content) < 2000
+
+
+def test_an_empty_batch_is_refused_as_documented(client, built):
+    response = client.post("/events", json={"events": []})
+    assert response.status_code == 422
+    assert response.json() == {"error": "invalid_parameter", "message": "events: from 1 to 10,000 events, not 0"}
     assert logged(built) == []
 
 

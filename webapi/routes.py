@@ -227,7 +227,8 @@ def similar(
     summary="Add watch events, live",
     description="Appends a batch of events to the live log, durably (written and fsynced before the "
     "200), checked by the rules events.csv is loaded with. A batch with any invalid event is refused "
-    "whole (422, `details` names each bad event's index, field and problem): retry the whole batch. "
+    "whole (422, `details` names every problem of each bad event: its index, the field and the problem): "
+    "retry the whole batch once fixed. "
     "Unknown items are invalid; unknown users are fine (new users arrive this way). The events count "
     "at once: the user's history, exclusions, personal scores and popularity; item neighbours at the "
     "next build. With `RECS_API_TOKEN` set, needs `Authorization: Bearer <token>` (401 otherwise); "
