@@ -18,6 +18,8 @@ and records how far it read, so no event counts twice.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import tempfile
 import threading
 import time
@@ -145,7 +147,8 @@ def check_rows(cursor: duckdb.DuckDBPyConnection, rows: list[dict]) -> tuple[lis
             row = {}
         extra = sorted(set(row) - set(COLUMNS))
         for name in extra[:MAX_UNEXPECTED]:
-            problems.append(Problem(index, name[:40], f"unexpected field {_shown(name)} (expected {', '.join(COLUMNS)})"))
+            expected = ", ".join(COLUMNS)
+            problems.append(Problem(index, name[:40], f"unexpected field {_shown(name)} (expected {expected})"))
         if len(extra) > MAX_UNEXPECTED:
             problems.append(Problem(index, "event", f"{len(extra) - MAX_UNEXPECTED:,} more unexpected fields"))
         for name in COLUMNS:
@@ -234,15 +237,16 @@ class IngestReport:
     """file, line, column_name, problem, action, raw_text: as load_issues."""
 
 
-def check_file(db: Path, path: Path) -> tuple[list[tuple], list[dict]]:
-    """Check a CSV of events as the loader checks events.csv, against the model in db.
+def check_file(db: Path, path: Path, input_format: load.InputFormat | None = None) -> tuple[list[tuple], list[dict]]:
+    """Check a CSV of events as the loader checks events.csv, against the model in db, read
+    as input_format says (None: as db's build read its events file, column names included).
 
     Returns the good events as log rows and the bad rows as load issues
     (file, line, column_name, problem, action, raw_text).
     """
     if not path.is_file():
         raise DataFileError(f"{path} not found")
-    spec = load.CsvSpec(path.name, "events", COLUMNS)
+    spec = load.SPEC_OF["events"]
     con = duckdb.connect()
     try:
         con.execute("set TimeZone = 'UTC'")
@@ -250,8 +254,12 @@ def check_file(db: Path, path: Path) -> tuple[list[tuple], list[dict]]:
         for schema in sqlfiles.build_files(layer="schema"):
             sqlfiles.run_file(con, schema)
         con.execute("create temp view items as select * from recs.items")
+        if input_format is None:
+            built = con.execute("select value from recs.build_info where key = 'input_format'").fetchone()
+            input_format = load.InputFormat(**json.loads(built[0])) if built else load.InputFormat()
+            input_format = dataclasses.replace(input_format, files=())  # the file is the one given
         with tempfile.TemporaryDirectory(prefix="recs-ingest-") as scratch:
-            read = load.stage(con, path, spec, Path(scratch))
+            read = load.stage(con, path, spec, Path(scratch), input_format, path.name)
             con.execute(clock.view_sql())
             con.execute(CHECK_EVENTS)
             con.execute(
@@ -262,7 +270,7 @@ def check_file(db: Path, path: Path) -> tuple[list[tuple], list[dict]]:
                 where row_problem is not null
                 """
             )
-            load.finish_issues(con, {spec.file: read}, specs=(spec,))
+            load.finish_issues(con, {path.name: read})
         good = [
             (user_id, item_id, event_type, seconds, _utc_text(watched_at))
             for user_id, item_id, event_type, seconds, watched_at in con.execute(
@@ -498,9 +506,10 @@ class LiveOverlay:
             state.overlaid = True
 
 
-def ingest(db: Path, path: Path) -> IngestReport:
-    """Append the good events of a CSV file to db's live log; report the bad ones by line."""
-    good, issues = check_file(db, path)
+def ingest(db: Path, path: Path, input_format: load.InputFormat | None = None) -> IngestReport:
+    """Append the good events of a CSV file to db's live log; report the bad ones by line
+    (input_format: as check_file)."""
+    good, issues = check_file(db, path, input_format)
     log = EventLog(log_path(db))
     for start in range(0, len(good), MAX_BATCH):  # records of a bounded size
         log.append(good[start:start + MAX_BATCH])

@@ -21,6 +21,7 @@ import csv
 import gzip
 import os
 import tempfile
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -33,13 +34,39 @@ DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 """The delimiters a header line is tried with, most usual first."""
 
 
+TABLES = ("users", "items", "events")
+"""The three inputs, by the table each becomes."""
+
+
+def _pairs(value, what: str) -> tuple:
+    """A mapping given as a dict, or as pairs (what JSON makes of a tuple), as sorted pairs."""
+    if isinstance(value, dict):
+        value = value.items()
+    try:
+        pairs = tuple((str(key), val) for key, val in value)
+    except (TypeError, ValueError):
+        raise BadArgument(f"{what} must be a table of names, not {value!r}") from None
+    return tuple(sorted(pairs))
+
+
 @dataclass(frozen=True)
 class InputFormat:
-    """How the CSVs are written: delimiter None = read from each header line; an encoding
-    Python knows (UTF-8 by default; a UTF-8 BOM is always fine)."""
+    """How the input files are written and named.
+
+    delimiter None = read from each header line; encoding: one Python knows
+    (UTF-8 by default), for every file unless encodings names one for it; a
+    byte order mark at the start of a file decides its encoding whatever is set.
+    files: (table, file name) pairs, e.g. ("events", "ratings.csv"): the file
+    a table is read from, relative to the data folder (default <table>.csv,
+    or .csv.gz). columns: (table, ((our name, the file's name), ...)) pairs:
+    the export's column read as ours. Dicts are accepted for each mapping.
+    """
 
     delimiter: str | None = None
     encoding: str = "utf-8"
+    files: tuple = ()
+    columns: tuple = ()
+    encodings: tuple = ()
 
     def __post_init__(self) -> None:
         delimiter = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}.get(
@@ -49,12 +76,33 @@ class InputFormat:
             raise BadArgument(
                 f"the delimiter must be one character such as , ; | or tab, not {self.delimiter!r}"
             )
-        try:
-            encoding = codecs.lookup(self.encoding).name
-        except (LookupError, TypeError):
-            raise BadArgument(f"unknown encoding {self.encoding!r}; e.g. utf-8, cp1252, latin-1") from None
         object.__setattr__(self, "delimiter", delimiter)
-        object.__setattr__(self, "encoding", encoding)
+        object.__setattr__(self, "encoding", _encoding_name(self.encoding))
+        files = _pairs(self.files, "files")
+        encodings = tuple((table, _encoding_name(name)) for table, name in _pairs(self.encodings, "encodings"))
+        columns = tuple((table, _pairs(names, f"columns.{table}")) for table, names in _pairs(self.columns, "columns"))
+        for what, pairs in (("files", files), ("encodings", encodings), ("columns", columns)):
+            for table, _ in pairs:
+                if table not in TABLES:
+                    raise BadArgument(f"{what}: unknown file {table!r}; known: {', '.join(TABLES)}")
+        for table, name in files:
+            if not isinstance(name, str) or not name.strip() or Path(name).is_absolute():
+                raise BadArgument(f"files.{table} must be a file name in the data folder, not {name!r}")
+        for table, names in columns:
+            spec = SPEC_OF[table]
+            for ours, theirs in names:
+                if ours not in spec.columns:
+                    raise BadArgument(
+                        f"columns.{table}: {ours!r} is not a column of ours; known: {', '.join(spec.columns)}"
+                    )
+                if not isinstance(theirs, str) or not theirs.strip():
+                    raise BadArgument(f"columns.{table}.{ours} must be the export's column name, not {theirs!r}")
+            sources = [theirs.strip().lower() for _, theirs in names]
+            if len(set(sources)) < len(sources):
+                raise BadArgument(f"columns.{table}: one column of the file is named for two of ours")
+        object.__setattr__(self, "files", files)
+        object.__setattr__(self, "encodings", encodings)
+        object.__setattr__(self, "columns", columns)
 
     @classmethod
     def from_env(cls) -> "InputFormat":
@@ -70,40 +118,121 @@ class InputFormat:
     def is_utf8(self) -> bool:
         return self.encoding == "utf-8"
 
+    def file_name(self, spec: "CsvSpec") -> str:
+        """The name of the file spec's table is read from."""
+        return dict(self.files).get(spec.table, spec.file)
+
+    def column_map(self, spec: "CsvSpec") -> dict[str, str]:
+        """our column name -> the file's (lower case), for each column the settings map."""
+        return {ours: theirs.strip().lower() for ours, theirs in dict(self.columns).get(spec.table, ())}
+
+    def for_file(self, spec: "CsvSpec", path: Path) -> "InputFormat":
+        """This format with the one file's encoding: its byte order mark's, else its own setting's, else the common one."""
+        marked = bom_encoding(path)
+        return dataclasses.replace(self, encoding=marked or dict(self.encodings).get(spec.table, self.encoding))
+
+
+def _encoding_name(name) -> str:
+    try:
+        return codecs.lookup(name).name
+    except (LookupError, TypeError):
+        raise BadArgument(f"unknown encoding {name!r}; e.g. utf-8, cp1252, latin-1") from None
+
+
+BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def bom_encoding(path: Path) -> str | None:
+    """The encoding a byte order mark at the start of path says (UTF-8 or UTF-16), else None."""
+    try:
+        with open_bytes(path) as handle:
+            start = handle.read(4)
+    except (OSError, EOFError):
+        return None  # read_header reports the file
+    return next((_encoding_name(name) for mark, name in BOMS if start.startswith(mark)), None)
+
 
 @dataclass(frozen=True)
 class CsvSpec:
-    """One input file: its name, its staging table, the columns it must have."""
+    """One input file: its default name, its staging table, its columns, which of them a file
+    must have (the others are read as blank when it has none) and the value of an absent one
+    when not blank."""
 
     file: str
     table: str
     columns: tuple[str, ...]
+    required: tuple[str, ...] | None = None
+    """None: every column."""
+    defaults: tuple[tuple[str, str], ...] = ()
+    optional_file: bool = False
+    """True: a data folder without the file is read as one with no rows (users.csv)."""
+
+    @property
+    def needed(self) -> tuple[str, ...]:
+        return self.columns if self.required is None else self.required
 
 
 SPECS = (
-    CsvSpec("users.csv", "users", ("user_id", "age", "gender", "region")),
-    CsvSpec("items.csv", "items", ("item_id", "title", "content_type", "genre")),
-    CsvSpec("events.csv", "events", ("user_id", "item_id", "event_type", "watch_seconds", "timestamp")),
+    CsvSpec("users.csv", "users", ("user_id", "age", "gender", "region"), ("user_id",), optional_file=True),
+    CsvSpec("items.csv", "items", ("item_id", "title", "content_type", "genre"), ("item_id",)),
+    CsvSpec(
+        "events.csv", "events", ("user_id", "item_id", "event_type", "watch_seconds", "timestamp"),
+        ("user_id", "item_id", "watch_seconds", "timestamp"), (("event_type", "play"),),
+    ),
 )
+SPEC_OF = {spec.table: spec for spec in SPECS}
 
 # The dialect every file is read with; nothing is guessed (the delimiter is bound as $delim).
 DIALECT = "auto_detect = false, header = true, delim = $delim, quote = '\"', escape = '\"'"
 
 
-def data_files(folder: Path) -> list[Path]:
-    """The three input paths (each name.csv, or name.csv.gz), after checking the folder and each file exist."""
+class DataFolderMissing(DataFileError):
+    """The data folder does not exist."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input as found in a data folder."""
+
+    spec: CsvSpec
+    path: Path | None
+    """None: the folder has no such file and may do without (users)."""
+
+    @property
+    def name(self) -> str:
+        """What load issues call the file: its name, without .gz."""
+        return self.path.name.removesuffix(".gz") if self.path is not None else self.spec.file
+
+
+def sources(folder: Path, input_format: InputFormat | None = None) -> list[Source]:
+    """The three inputs of folder in SPECS order, each name.csv or name.csv.gz (or the name
+    input_format gives it), after checking the folder and each file a build needs exist."""
+    input_format = InputFormat.chosen(input_format)
     if not folder.is_dir():
-        raise DataFileError(f"data folder not found: {folder} (set --data-dir or RECS_DATA_DIR)")
-    paths = []
+        raise DataFolderMissing(f"data folder not found: {folder}")
+    found_sources = []
     for spec in SPECS:
-        plain, gzipped = folder / spec.file, folder / f"{spec.file}.gz"
-        found = [path for path in (plain, gzipped) if path.is_file()]
+        name = input_format.file_name(spec)
+        named = name != spec.file
+        plain = folder / name
+        candidates = [plain] if name.endswith(".gz") else [plain, folder / f"{name}.gz"]
+        found = [path for path in candidates if path.is_file()]
         if not found:
-            raise DataFileError(f"{spec.file} not found in {folder} (nor {gzipped.name})")
+            if spec.optional_file and not named:
+                found_sources.append(Source(spec, None))
+                continue
+            also = f" (nor {candidates[1].name})" if len(candidates) > 1 else ""
+            setting = f", named by files.{spec.table} in the settings" if named else ""
+            raise DataFileError(f"{name} not found in {folder}{also}{setting}")
         if len(found) == 2:
-            raise DataFileError(f"both {plain.name} and {gzipped.name} are in {folder}: keep one of them")
-        paths.append(found[0])
-    return paths
+            raise DataFileError(f"both {found[0].name} and {found[1].name} are in {folder}: keep one of them")
+        found_sources.append(Source(spec, found[0]))
+    return found_sources
+
+
+def data_files(folder: Path, input_format: InputFormat | None = None) -> list[Path]:
+    """The input files there are in folder (see sources)."""
+    return [source.path for source in sources(folder, input_format) if source.path is not None]
 
 
 def open_bytes(path: Path) -> BinaryIO:
@@ -112,75 +241,127 @@ def open_bytes(path: Path) -> BinaryIO:
 
 
 def read_header(path: Path, spec: CsvSpec, input_format: InputFormat | None = None) -> tuple[list[str], str]:
-    """The file's column names in file order, checked by name against the spec, and its delimiter
-    (input_format's, else the one of DELIMITERS that splits the header into the most expected names)."""
+    """The file's column names in file order (trimmed, lower case), checked by name against the
+    spec and input_format's column map, and its delimiter (input_format's, else the one of
+    DELIMITERS that splits the header into the most expected names). Columns of the file that
+    nothing reads are not refused: see unused_columns."""
     input_format = input_format or InputFormat()
+    wanted = expected_names(spec, input_format)
     try:
         with open_bytes(path) as handle:
-            line = handle.readline()
+            # UTF-16 has two bytes a character: its first line is found in the decoded text
+            line = handle.read(1 << 16) if input_format.encoding == "utf-16" else handle.readline()
             empty = not line and not handle.read(1)
     except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
         raise DataFileError(f"{path}: cannot be read: {error}") from None
     if empty:
         raise DataFileError(
             f"{path}: the file is empty (0 bytes); it needs at least the header line "
-            f"{','.join(spec.columns)}"
+            f"{','.join(wanted[name] for name in spec.columns)}"
         )
     encoding = "utf-8-sig" if input_format.is_utf8 else input_format.encoding
     try:
-        text = line.decode(encoding)
+        decoded = codecs.getincrementaldecoder(encoding)().decode(line)
+        text = decoded.splitlines()[0] if decoded.strip() else ""
     except UnicodeDecodeError:
         raise DataFileError(
-            f"{path}, line 1: the header is not {input_format.encoding} text (set --encoding)"
+            f"{path}, line 1: the header is not {input_format.encoding} text (set the encoding)"
         ) from None
     text = text.lstrip("\ufeff")
-    delimiter = input_format.delimiter or _sniffed_delimiter(text, spec)
+    delimiter = input_format.delimiter or _sniffed_delimiter(text, set(wanted.values()))
     first = next(csv.reader([text], delimiter=delimiter), [])
     names = [name.strip().lower() for name in first]
     if not any(names):
-        raise DataFileError(f"{path}, line 1: no header; expected {','.join(spec.columns)}")
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    missing = [name for name in spec.columns if name not in names]
-    extra = [name for name in names if name not in spec.columns]
+        raise DataFileError(f"{path}, line 1: no header; expected {_expected(spec, wanted)}")
+    mapped = input_format.column_map(spec)
+    repeated = sorted({name for name in names if name and names.count(name) > 1})
+    missing = [
+        wanted[name] if name not in mapped else f"{wanted[name]} (read as {name})"
+        for name in spec.columns
+        if wanted[name] not in names and (name in spec.needed or name in mapped)
+    ]
     problems = []
     if missing:
         problems.append("missing column(s) " + ", ".join(missing))
-    if extra:
-        problems.append("unexpected column(s) " + ", ".join(extra))
     if repeated:
         problems.append("repeated column(s) " + ", ".join(repeated))
     if problems:
         shown = "tab" if delimiter == "\t" else repr(delimiter)
         how = (  # said when it may be the cause: a delimiter forced, or read as another than a comma
-            f", read with the delimiter {shown}; --delimiter sets another"
+            f", read with the delimiter {shown}; the delimiter setting sets another"
             if input_format.delimiter or delimiter != "," else ""
         )
-        raise DataFileError(f"{path}, line 1: {'; '.join(problems)} (expected {','.join(spec.columns)}{how})")
+        hint = "" if mapped else f"; an export's own names are mapped in the settings' [columns.{spec.table}]"
+        raise DataFileError(
+            f"{path}, line 1: {'; '.join(problems)} (expected {_expected(spec, wanted)}{how}{hint})"
+        )
     return names, delimiter
 
 
-def _sniffed_delimiter(header: str, spec: CsvSpec) -> str:
+def expected_names(spec: CsvSpec, input_format: InputFormat) -> dict[str, str]:
+    """our column name -> the name the file's header has for it (lower case)."""
+    mapped = input_format.column_map(spec)
+    return {name: mapped.get(name, name) for name in spec.columns}
+
+
+def _expected(spec: CsvSpec, wanted: dict[str, str]) -> str:
+    optional = [wanted[name] for name in spec.columns if name not in spec.needed]
+    needed = ",".join(wanted[name] for name in spec.needed)
+    return needed + (f"; optional: {','.join(optional)}" if optional else "")
+
+
+def column_sources(header: list[str], spec: CsvSpec, input_format: InputFormat) -> dict[str, str | None]:
+    """our column name -> the file's column it is read from, None for one the file has not."""
+    wanted = expected_names(spec, input_format)
+    return {name: wanted[name] if wanted[name] in header else None for name in spec.columns}
+
+
+def unused_columns(header: list[str], spec: CsvSpec, input_format: InputFormat) -> list[str]:
+    """The file's columns nothing reads (reported, then left out)."""
+    used = set(expected_names(spec, input_format).values())
+    return [name for name in header if name not in used]
+
+
+def select_list(header: list[str], spec: CsvSpec, input_format: InputFormat, quote: str = '"') -> str:
+    """The staging view's columns: each of ours from the file's column (quote: the engine's
+    identifier quote), its default or a blank when the file has none."""
+    defaults = dict(spec.defaults)
+    parts = []
+    for name, source in column_sources(header, spec, input_format).items():
+        if source is not None:
+            parts.append(f"{quote}{source.replace(quote, quote * 2)}{quote} as {name}")
+        elif name in defaults:
+            parts.append(f"'{defaults[name]}' as {name}")
+        else:
+            parts.append(f"cast(null as varchar) as {name}" if quote == '"' else f"cast(null as string) as {name}")
+    return ", ".join(parts)
+
+
+def _sniffed_delimiter(header: str, expected: set[str]) -> str:
     """The delimiter of DELIMITERS that splits the header line into the most expected column names
     (the first of DELIMITERS on a tie): a header is all the sniffing done."""
     def matches(delimiter: str) -> int:
         names = next(csv.reader([header], delimiter=delimiter), [])
-        return len({name.strip().lower() for name in names} & set(spec.columns))
+        return len({name.strip().lower() for name in names} & expected)
 
     return max(DELIMITERS, key=matches)  # max keeps the first of equals
 
 
 def stage(
-    con: duckdb.DuckDBPyConnection, path: Path, spec: CsvSpec, scratch: Path, input_format: InputFormat | None = None
+    con: duckdb.DuckDBPyConnection, path: Path, spec: CsvSpec, scratch: Path, input_format: InputFormat | None = None,
+    name: str | None = None,
 ) -> Path:
-    """Read one file as text into raw_<table>; rows of the wrong shape become load issues.
+    """Read one file as text into raw_<table>, with our column names; rows of the wrong shape,
+    and columns nothing reads, become load issues of the file called name (default: its own).
 
     Returns the path actually read: a UTF-8 copy in scratch when the file is
     in another encoding, or when it mixes CRLF and LF lines, which DuckDB's
     reader cannot parse (line numbers stay the same either way).
     """
-    input_format = input_format or InputFormat()
+    input_format = (input_format or InputFormat()).for_file(spec, path)
+    name = name or path.name.removesuffix(".gz")
     header, delimiter = read_header(path, spec, input_format)
-    columns = {name: "VARCHAR" for name in header}  # file order: mapped by name, not position
+    columns = {column: "VARCHAR" for column in header}  # file order: mapped by name, not position
     if not input_format.is_utf8:
         path = as_utf8(path, scratch / spec.file, input_format.encoding)
     try:
@@ -196,15 +377,15 @@ def stage(
         # one) into one rejected record, unreported: in a file with rejects, a quote still open
         # after MAX_RECORD_LINES lines is a stray one; its line alone is reported, blanked in a
         # copy, and the copy is read again. (A file without rejects is read as it is.)
-        path = _without_unclosed_quotes(con, path, spec, delimiter, scratch)
+        path = _without_unclosed_quotes(con, path, spec, delimiter, scratch, name)
         _read_raw(con, path, spec, columns, delimiter)
-    _skip_repeated_headers(con, spec, list(columns))
+    _skip_repeated_headers(con, spec, list(columns), name)
     # rowid follows the file's order: it is the record number the checks report. A view takes no
     # bound parameters: the file name is a quoted literal.
     con.execute(
         f"""
         create temp view raw_{spec.table} as
-        select '{spec.file.replace("'", "''")}' as file, rowid as rec_no, *
+        select '{name.replace("'", "''")}' as file, rowid as rec_no, {select_list(header, spec, input_format)}
         from raw_{spec.table}_rows
         where rowid not in (select rec_no from header_lines_{spec.table})
         """
@@ -219,7 +400,7 @@ def stage(
             case
                 when any_value(error_type) in ('MISSING COLUMNS', 'TOO MANY COLUMNS')
                     then 'the row has ' || min(regexp_extract(error_message, 'Found: ([0-9]+)', 1))
-                        || ' fields, expected {len(spec.columns)}'
+                        || ' fields, expected {len(header)}'
                 when any_value(error_type) in ('INVALID UNICODE', 'INVALID ENCODING')
                     then 'the row is not valid ' || $encoding || ' text'
                 when any_value(error_type) = 'UNQUOTED VALUE' then 'a quote in the row is not closed or not escaped'
@@ -229,9 +410,45 @@ def stage(
         from rejects_{spec.table}
         group by line
         """,
-        {"file": spec.file, "encoding": "UTF-8" if input_format.is_utf8 else input_format.encoding},
+        {"file": name, "encoding": "UTF-8" if input_format.is_utf8 else input_format.encoding},
     )
+    notes = header_notes(header, spec, input_format)
+    if notes:
+        # said once, on the header's line
+        con.execute(
+            """
+            insert into load_issue_records (file, csv_line, column_name, problem, action)
+            select $file, 1, unnest($columns::varchar[]), unnest($problems::varchar[]), unnest($actions::varchar[])
+            """,
+            {"file": name, **{key: [note[i] for note in notes] for i, key in enumerate(("columns", "problems", "actions"))}},
+        )
+    absent = [column for column, source in column_sources(header, spec, input_format).items() if source is None]
+    if absent:
+        con.execute(
+            "insert into absent_columns select $table, unnest($columns::varchar[])",
+            {"table": spec.table, "columns": absent},
+        )
     return path
+
+
+def header_notes(header: list[str], spec: CsvSpec, input_format: InputFormat) -> list[tuple[str, str, str]]:
+    """(column, problem, action) for each column of the file nothing reads and each optional
+    column it has not: one note each, on the header's line, in both engines."""
+    notes = [
+        (
+            column,
+            f"not a column the model reads (its columns: {', '.join(spec.columns)}; "
+            f"a column of another name is mapped in the settings' [columns.{spec.table}])",
+            "column ignored",
+        )
+        for column in unused_columns(header, spec, input_format)
+    ]
+    defaults = dict(spec.defaults)
+    for column, source in column_sources(header, spec, input_format).items():
+        if source is None:
+            kept = f"'{defaults[column]}'" if column in defaults else "unknown"
+            notes.append((column, f"the file has no {column} column", f"kept, {column} {kept} on every row"))
+    return notes
 
 
 MAX_RECORD_LINES = 50
@@ -310,19 +527,21 @@ STRAY_QUOTE = f"a quote opens here and never closes (within {MAX_RECORD_LINES} l
 """The problem reported for such a line, by both engines."""
 
 
-def _without_unclosed_quotes(con: duckdb.DuckDBPyConnection, path: Path, spec: CsvSpec, delimiter: str, scratch: Path) -> Path:
+def _without_unclosed_quotes(
+    con: duckdb.DuckDBPyConnection, path: Path, spec: CsvSpec, delimiter: str, scratch: Path, name: str
+) -> Path:
     """blank_unclosed_quotes, its lines recorded in unclosed_quotes for load_issues."""
     copy, stray = blank_unclosed_quotes(path, delimiter, scratch / f"q-{spec.file}")
     con.execute("create temp table if not exists unclosed_quotes (file varchar, line bigint, raw_text varchar)")
     if stray:
         con.execute(
             "insert into unclosed_quotes select $file, unnest($lines::bigint[]), unnest($raw::varchar[])",
-            {"file": spec.file, "lines": [line for line, _ in stray], "raw": [text for _, text in stray]},
+            {"file": name, "lines": [line for line, _ in stray], "raw": [text for _, text in stray]},
         )
     return copy
 
 
-def _skip_repeated_headers(con: duckdb.DuckDBPyConnection, spec: CsvSpec, header: list[str]) -> None:
+def _skip_repeated_headers(con: duckdb.DuckDBPyConnection, spec: CsvSpec, header: list[str], name: str) -> None:
     """Report and set aside records that repeat the header (files concatenated with theirs).
 
     A record repeats it when each field, trimmed, lower-cased and without a
@@ -347,7 +566,7 @@ def _skip_repeated_headers(con: duckdb.DuckDBPyConnection, spec: CsvSpec, header
         select $file, rec_no, null, 'repeated header line', 'row skipped'
         from header_lines_{spec.table}
         """,
-        {"file": spec.file},
+        {"file": name},
     )
 
 
@@ -408,17 +627,27 @@ def with_lf_endings(source: Path, target: Path) -> Path:
 def stage_all(
     con: duckdb.DuckDBPyConnection, folder: Path, scratch: Path, input_format: InputFormat | None = None
 ) -> dict[str, Path]:
-    """Stage users.csv, items.csv and events.csv (or their .csv.gz); returns the path read for each file name."""
+    """Stage the three inputs of folder (see sources): returns the path read for each file's name
+    in load issues. A folder without users.csv stages no users."""
     input_format = InputFormat.chosen(input_format)
-    return {
-        spec.file: stage(con, path, spec, scratch, input_format) for path, spec in zip(data_files(folder), SPECS)
-    }
+    read = {}
+    for source in sources(folder, input_format):
+        if source.path is None:
+            con.execute(f"create temp view raw_{source.spec.table} as {empty_staging(source.spec)}")
+        else:
+            read[source.name] = stage(con, source.path, source.spec, scratch, input_format, source.name)
+    return read
 
 
-def finish_issues(
-    con: duckdb.DuckDBPyConnection, paths: dict[str, Path], specs: tuple[CsvSpec, ...] = SPECS
-) -> None:
-    """Create load_issues: every recorded problem with its line number and raw text.
+def empty_staging(spec: CsvSpec, text_type: str = "varchar") -> str:
+    """A query of no rows shaped as a staging view (file, rec_no, spec's columns)."""
+    columns = ", ".join(f"cast(null as {text_type}) as {name}" for name in spec.columns)
+    return f"select cast(null as {text_type}) as file, cast(null as bigint) as rec_no, {columns} where 1 = 0"
+
+
+def finish_issues(con: duckdb.DuckDBPyConnection, paths: dict[str, Path]) -> None:
+    """Create load_issues: every recorded problem with its line number and raw text (paths: the
+    path read for each file name load_issue_records has, as stage_all returns).
 
     Records are numbered by DuckDB in file order, but a record may span lines
     (a quoted newline), blank lines are skipped and rejected rows are not in
@@ -440,10 +669,9 @@ def finish_issues(
         """
     )
     files = [row[0] for row in con.execute("select distinct file from load_issue_records").fetchall()]
-    for spec in specs:
-        if spec.file not in files:
+    for name, path in paths.items():
+        if name not in files:
             continue
-        path = paths[spec.file]
         try:
             con.execute(LINE_MAP, {"path": str(path)})
         except duckdb.InvalidInputException:
@@ -455,7 +683,7 @@ def finish_issues(
                     for line in reader:
                         writer.write(line.decode("utf-8", errors="replace").encode("utf-8"))
                 con.execute(LINE_MAP, {"path": str(readable)})
-        con.execute(INSERT_ISSUES, {"file": spec.file})
+        con.execute(INSERT_ISSUES, {"file": name})
     con.execute("drop table if exists line_map")
     if con.execute("select count(*) from duckdb_tables() where table_name = 'unclosed_quotes'").fetchone()[0]:
         con.execute(

@@ -152,16 +152,16 @@ class Recommender:
         (any of them), never those in exclude; offset skips that many first (paging)."""
         _check_k(k)
         _check_offset(offset)
-        filters = self._filters(genre, content_type, exclude)
+        filters, notes = self._filters(genre, content_type, exclude)
         if self.fast:
             items = self.serving_index().popular(offset + k, genre, content_type, filters["exclude"])
             if not items or _several(genre) or _several(content_type):
                 self._check_filters(genre, content_type)
-            return PopularList(k, items[offset:])
+            return PopularList(k, items[offset:], notes)
         rows = self.database.rows(f"select * from popular($k, {FILTERS})", {"k": offset + k, **filters})
         if not rows or _several(genre) or _several(content_type):
             self._check_filters(genre, content_type)
-        return PopularList(k, [Pick.from_row(row) for row in rows[offset:]])
+        return PopularList(k, [Pick.from_row(row) for row in rows[offset:]], notes)
 
     def recommend(
         self,
@@ -175,19 +175,22 @@ class Recommender:
         """The k items user_id should watch next, personalised first, then popular fill.
 
         genre and content_type: one value or several (any of them); exclude:
-        item ids never to pick (e.g. already on screen); offset: skip that many
-        of the list first, so offset=10, k=10 is ranks 11-20 of the k=20 list.
+        item ids never to pick (e.g. already on screen; an id not in the
+        catalogue is ignored, and the answer's notes say so); offset: skip that
+        many of the list first, so offset=10, k=10 is ranks 11-20 of the k=20 list.
         """
         _check_k(k)
         _check_offset(offset)
-        filters = self._filters(genre, content_type, exclude)
+        filters, notes = self._filters(genre, content_type, exclude)
         if self.fast:
             items, has_history, known = self.serving_index().recommend(
                 user_id, offset + k, genre, content_type, filters["exclude"]
             )
             if not items or _several(genre) or _several(content_type):
                 self._check_filters(genre, content_type)
-            return Recommendations(user_id, k, items[offset:], fallback_used=not has_history, user_known=known)
+            return Recommendations(
+                user_id, k, items[offset:], fallback_used=not has_history, user_known=known, notes=notes
+            )
         known, has_history = self._user_state(user_id)
         wanted = offset + k
         params = {"user_id": user_id, "k": wanted, **filters}
@@ -200,7 +203,7 @@ class Recommender:
         if not rows or _several(genre) or _several(content_type):
             self._check_filters(genre, content_type)
         items = [Pick.from_row(row) for row in rows[offset:]]
-        return Recommendations(user_id, k, items, fallback_used=not has_history, user_known=known)
+        return Recommendations(user_id, k, items, fallback_used=not has_history, user_known=known, notes=notes)
 
     def recommend_batch(
         self,
@@ -224,7 +227,7 @@ class Recommender:
                 f"a batch returns at most {MAX_BATCH_ITEMS:,} items (users x (offset + k)), not "
                 f"{len(user_ids):,} x {offset + k:,}: ask for fewer users or a smaller k"
             )
-        filters = self._filters(genre, content_type, exclude)
+        filters, notes = self._filters(genre, content_type, exclude)
         params = {"user_ids": list(user_ids), "k": offset + k, **filters}
         rows = self.database.rows(f"select * from recommend_many($user_ids, $k, {FILTERS})", params)
         if not rows or _several(genre) or _several(content_type):
@@ -250,7 +253,9 @@ class Recommender:
         answers = []
         for user in user_ids:
             known, has_history = states[user]
-            answers.append(Recommendations(user, k, picks[user][offset:], fallback_used=not has_history, user_known=known))
+            answers.append(Recommendations(
+                user, k, picks[user][offset:], fallback_used=not has_history, user_known=known, notes=notes
+            ))
         return answers
 
     def history(self, user_id: str) -> History:
@@ -390,15 +395,17 @@ class Recommender:
         """The first load issues, by file and line."""
         return self.database.rows("select * from load_issues order by file, line limit $limit", {"limit": limit})
 
-    def _filters(self, genre: Filter, content_type: Filter, exclude: list[str] | None) -> dict:
-        """The bound filter parameters of FILTERS; BadArgument for a filter of the wrong kind,
-        UnknownFilter for an id in exclude that is not in the catalogue."""
+    def _filters(self, genre: Filter, content_type: Filter, exclude: list[str] | None) -> tuple[dict, list[str]]:
+        """The bound filter parameters of FILTERS, and the answer's notes; BadArgument for a filter
+        of the wrong kind. An id in exclude that is not in the catalogue cannot be shown anyway:
+        it is left out, and a note names it (a typo, or an item gone since the list was made)."""
         for name, value in (("genre", genre), ("content_type", content_type), ("exclude", exclude)):
             if value is None or isinstance(value, str) and name != "exclude":
                 continue
             if not isinstance(value, (list, tuple)) or not all(isinstance(part, str) for part in value):
                 kind = "a list of item ids" if name == "exclude" else "a value or a list of values"
                 raise BadArgument(f"{name} must be {kind}, not {value!r}")
+        notes: list[str] = []
         exclude = [item for item in exclude or () if item.strip()] or None
         if exclude:
             if self.fast:  # the serving index knows the catalogue: no query
@@ -409,10 +416,11 @@ class Recommender:
                     {"ids": exclude},
                 )]
             if unknown:
-                names = ", ".join(repr(item_id) for item_id in unknown)
-                raise UnknownFilter(f"cannot exclude {names}: not in the catalogue")
+                notes.append(_unknown_excluded(unknown))
+                ignored = set(unknown)
+                exclude = [item for item in exclude if item not in ignored] or None
         listed = lambda value: list(value) if isinstance(value, tuple) else value  # noqa: E731
-        return {"genre": listed(genre), "content_type": listed(content_type), "exclude": exclude}
+        return {"genre": listed(genre), "content_type": listed(content_type), "exclude": exclude}, notes
 
     def _check_filters(self, genre: Filter, content_type: Filter) -> None:
         """Raise UnknownFilter when a filter names a genre or content type no item has
@@ -446,6 +454,17 @@ def _identity(path: Path) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return stat.st_ino, stat.st_mtime_ns
+
+
+SHOWN_IDS = 5
+"""The most unknown excluded ids a note names; the rest are counted."""
+
+
+def _unknown_excluded(unknown: list[str]) -> str:
+    """The note for excluded ids not in the catalogue: a few of them, each cut to 40 characters."""
+    shown = ", ".join(repr(item_id[:40] + "..." if len(item_id) > 40 else item_id) for item_id in unknown[:SHOWN_IDS])
+    more = f" and {len(unknown) - SHOWN_IDS:,} more" if len(unknown) > SHOWN_IDS else ""
+    return f"exclude {shown}{more}: not in the catalogue, ignored"
 
 
 def _several(value: Filter) -> bool:

@@ -25,6 +25,11 @@ def utc_text(value: datetime) -> str:
     return aware.isoformat().replace("+00:00", "Z")
 
 
+def with_notes(shaped: dict, notes: list[str]) -> dict:
+    """An answer with its notes, when there are any: without them it is exactly as before."""
+    return {**shaped, "notes": list(notes)} if notes else shaped
+
+
 @dataclass(frozen=True)
 class Pick:
     """One item in a list: popular, recommended or similar, with why it is there."""
@@ -71,9 +76,11 @@ class PopularList:
 
     k: int
     items: list[Pick] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """What was asked for and set aside (an excluded id not in the catalogue), one line each."""
 
     def to_dict(self) -> dict:
-        return {"k": self.k, "items": [item.to_dict() for item in self.items]}
+        return with_notes({"k": self.k, "items": [item.to_dict() for item in self.items]}, self.notes)
 
 
 @dataclass(frozen=True)
@@ -89,15 +96,18 @@ class Recommendations:
     items: list[Pick]
     fallback_used: bool
     user_known: bool
+    notes: list[str] = field(default_factory=list)
+    """What was asked for and set aside (an excluded id not in the catalogue), one line each."""
 
     def to_dict(self) -> dict:
-        return {
+        shaped = {
             "user_id": self.user_id,
             "k": self.k,
             "items": [item.to_dict() for item in self.items],
             "fallback_used": self.fallback_used,
             "user_known": self.user_known,
         }
+        return with_notes(shaped, self.notes)
 
 
 @dataclass(frozen=True)

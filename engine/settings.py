@@ -7,6 +7,17 @@ The file is --config, else $RECS_CONFIG, else ./recs.toml when there is one:
     delimiter = ";"          # optional: else read from each header line
     encoding = "cp1252"      # optional: else UTF-8
 
+    [files]                  # optional: an export's own file names (.csv or .csv.gz)
+    events = "ratings.csv"
+    items = "movies.csv"     # users: users.csv when there is one; no users file is fine
+
+    [columns.events]         # optional: our column name = the export's
+    user_id = "userId"
+    item_id = "movieId"
+
+    [encodings]              # optional: one file's encoding (a byte order mark decides first)
+    items = "cp1252"
+
     [model]                  # pins these parameters (ModelParams): builds do not tune
     popularity_prior = 3.0
     max_neighbors = 30
@@ -23,7 +34,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +50,11 @@ PATHS = {
     "data_dir": ("RECS_DATA_DIR", "--data-dir", "data"),
     "delimiter": ("RECS_DELIMITER", "--delimiter", None),
     "encoding": ("RECS_ENCODING", "--encoding", "utf-8"),
+    "tune_sample": ("RECS_TUNE_SAMPLE", "--tune-sample", None),
 }
 """The settings besides the model's parameters."""
+NUMBERS = {"tune_sample"}
+"""Settings of PATHS written as a whole number in the file (tune_sample = 20000), not as text."""
 
 
 @dataclass(frozen=True)
@@ -84,13 +98,26 @@ def read_config(path: Path | None) -> dict:
         if where:
             raise BadArgument(f"{path}, line {where[1]}: {text} (column {where[2]})") from None
         raise BadArgument(f"{path}: {text}") from None
-    known = set(PATHS) | {"model"}
+    known = set(PATHS) | {"model"} | set(SHAPE)
     for name in values:
         if name not in known:
             raise BadArgument(f"{path}: unknown setting {name!r}; known: {', '.join(sorted(known))}")
     for name in PATHS:
-        if name in values and not isinstance(values[name], str):
+        if name in NUMBERS and name in values:
+            if not isinstance(values[name], int) or isinstance(values[name], bool) or values[name] < 0:
+                raise BadArgument(f"{path}: {name} must be a whole number, 0 or more, not {values[name]!r}")
+        elif name in values and not isinstance(values[name], str):
             raise BadArgument(f"{path}: {name} must be text in quotes, not {values[name]!r}")
+    for name in SHAPE:
+        if name in values and not isinstance(values[name], dict):
+            raise BadArgument(f"{path}: {name} must be a table ([{name}]), not {values[name]!r}")
+    if any(name in values for name in SHAPE):
+        from .load import InputFormat
+
+        try:
+            InputFormat(**{name: values.get(name, {}) for name in SHAPE})
+        except BadArgument as error:
+            raise BadArgument(f"{path}: {error}") from None
     model = values.get("model", {})
     if not isinstance(model, dict):
         raise BadArgument(f"{path}: model must be a table of parameters ([model]), not {model!r}")
@@ -114,6 +141,10 @@ def resolve(given: dict[str, Setting | None], path: Path | None) -> dict[str, Se
         else:
             chosen[name] = Setting(default, "default")
     return chosen
+
+
+SHAPE = ("files", "columns", "encodings")
+"""The tables of the settings file that say how an export is shaped (load.InputFormat's fields)."""
 
 
 PARAM_ENV_PREFIX = "RECS_PARAM_"
@@ -186,6 +217,8 @@ class Settings:
     """Each of PATHS, with its source."""
     params: ModelParams | None
     """The model parameters pinned (--param, RECS_PARAM_*, the file's [model]); None: the build chooses."""
+    shape: dict = field(default_factory=dict)
+    """The settings file's [files], [columns.*] and [encodings] tables, as given."""
 
     @property
     def db(self) -> Path:
@@ -201,9 +234,9 @@ class Settings:
         from .load import InputFormat
 
         delimiter, encoding = self.values["delimiter"], self.values["encoding"]
-        if delimiter.source == "default" and encoding.source == "default":
+        if delimiter.source == "default" and encoding.source == "default" and not self.shape:
             return None
-        return InputFormat(delimiter.value, encoding.value)
+        return InputFormat(delimiter.value, encoding.value, **self.shape)
 
 
 def load(
@@ -222,5 +255,6 @@ def load(
     config = config_file(config_flag)
     values = resolve(given, config.value)
     params, _ = model_settings(config.value, assignments)
-    return Settings(config, values, params)
+    shape = {name: table for name, table in read_config(config.value).items() if name in SHAPE}
+    return Settings(config, values, params, shape)
 

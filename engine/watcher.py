@@ -9,6 +9,7 @@ server opens the new one before a request needs it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -17,14 +18,14 @@ import sys
 import threading
 from pathlib import Path
 
-from .build import built_state, fingerprint
+from .build import built_state, fingerprint, reading_format
 from .errors import RecsError
 
 REBUILD = (
     "import json, sys; from pathlib import Path; import engine\n"
     "db, data, how = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[4])\n"
     "params = engine.ModelParams(**how['params']) if how['params'] else None\n"
-    "form = engine.InputFormat(*how['input_format']) if how['input_format'] else None\n"
+    "form = engine.InputFormat(**how['input_format']) if how['input_format'] else None\n"
     "try:\n"
     "    if sys.argv[3] == 'fold':\n"
     "        engine.build(db, data, params, tune=False, input_format=form)\n"
@@ -50,7 +51,7 @@ def rebuild_settings(recommender) -> str:
             params = state.params
     return json.dumps({
         "params": params,
-        "input_format": [form.delimiter, form.encoding] if form is not None else None,
+        "input_format": dataclasses.asdict(form) if form is not None else None,
     })
 
 
@@ -88,11 +89,11 @@ class Watcher(threading.Thread):
         if recommender.standalone is not None:
             return False  # a model shipped without its data folder: served as built, never stale
         try:
-            wanted = fingerprint(recommender.data_dir)
+            state = built_state(recommender.db)
+            wanted = fingerprint(recommender.data_dir, reading_format(state, recommender.input_format))
         except RecsError as error:
             recommender.mark_stale(str(error))
             return False
-        state = built_state(recommender.db)
         waited = recommender.live.waiting_seconds()
         fold = bool(self.fold_after) and waited is not None and waited >= self.fold_after
         if not fold and (state is not None and state.fingerprint == wanted or wanted == self._failed):

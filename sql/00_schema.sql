@@ -12,6 +12,14 @@ create table load_issue_records (
     action varchar not null -- 'row skipped' or what was kept
 );
 
+-- absent_columns: the optional columns an input file does not have (filled
+-- while staging; engine/load.py absent_columns). Each is blank on every row of
+-- that file: reported once, on its header line, not on each row.
+create table absent_columns (
+    table_name varchar not null,
+    column_name varchar not null
+);
+
 -- event_types: the accepted values of events.event_type. Each is a viewing
 -- session whose watch_seconds count as watching; anything else is reported.
 create table event_types (

@@ -3,6 +3,7 @@
 create temp table users_checked as
 with source as (
     select
+        file,
         rec_no,
         nullif(trim(user_id), '') as user_id,
         nullif(trim(age), '') as age_text,
@@ -36,15 +37,16 @@ final as (
 select * from final;
 
 insert into load_issue_records (file, rec_no, column_name, problem, action)
-select 'users.csv', rec_no, 'user_id', row_problem, 'row skipped'
+select file, rec_no, 'user_id', row_problem, 'row skipped'
 from users_checked
 where row_problem is not null
 union all
-select 'users.csv', rec_no, 'age', 'age is blank', 'kept, age unknown'
+select file, rec_no, 'age', 'age is blank', 'kept, age unknown'
 from users_checked
 where row_problem is null and age_text is null
+    and 'age' not in (select column_name from absent_columns where table_name = 'users')
 union all
-select 'users.csv', rec_no, 'age', 'age ' || quoted(age_text) || ' is not a whole number from 0 to 120', 'kept, age unknown'
+select file, rec_no, 'age', 'age ' || quoted(age_text) || ' is not a whole number from 0 to 120', 'kept, age unknown'
 from users_checked
 where row_problem is null and age_text is not null and age is null;
 

@@ -4,6 +4,7 @@
 create temp table items_checked as
 with source as (
     select
+        file,
         rec_no,
         nullif(trim(item_id), '') as item_id,
         nullif(trim(title), '') as title,
@@ -36,21 +37,24 @@ final as (
 select * from final;
 
 insert into load_issue_records (file, rec_no, column_name, problem, action)
-select 'items.csv', rec_no, 'item_id', row_problem, 'row skipped'
+select file, rec_no, 'item_id', row_problem, 'row skipped'
 from items_checked
 where row_problem is not null
 union all
-select 'items.csv', rec_no, 'title', 'title is blank', 'kept, item_id shown as title'
+select file, rec_no, 'title', 'title is blank', 'kept, item_id shown as title'
 from items_checked
 where row_problem is null and title is null
+    and 'title' not in (select column_name from absent_columns where table_name = 'items')
 union all
-select 'items.csv', rec_no, 'content_type', 'content_type is blank', 'kept, content_type unknown'
+select file, rec_no, 'content_type', 'content_type is blank', 'kept, content_type unknown'
 from items_checked
 where row_problem is null and content_type is null
+    and 'content_type' not in (select column_name from absent_columns where table_name = 'items')
 union all
-select 'items.csv', rec_no, 'genre', 'genre is blank', 'kept, genre unknown'
+select file, rec_no, 'genre', 'genre is blank', 'kept, genre unknown'
 from items_checked
-where row_problem is null and genre is null;
+where row_problem is null and genre is null
+    and 'genre' not in (select column_name from absent_columns where table_name = 'items');
 
 -- item_key: a dense integer standing for item_id inside the model. Integer
 -- keys make joins and lookups several times cheaper than text ids.

@@ -165,6 +165,50 @@ def test_unknown_user_with_filters_gets_filtered_popular_items(client):
     assert ids(body) == ["i1"]
 
 
+@pytest.mark.parametrize("user_id", ["u1", "u4", "nobody", "ü🎬"])
+@pytest.mark.parametrize(
+    "params", [{}, {"k": 1}, {"genre": "romance,action", "exclude": "i3"}, {"content_type": "tv", "offset": 1}],
+)
+def test_the_user_in_the_path_gets_what_the_query_form_answers(client, user_id, params):
+    by_path = client.get(f"/recommendations/{quote(user_id, safe='')}", params=params)
+    by_query = client.get("/recommendations", params={"user_id": user_id, **params})
+    assert by_path.status_code == 200, by_path.text
+    assert by_path.json() == by_query.json()
+    assert by_path.json()["user_id"] == user_id
+
+
+def test_the_path_form_refuses_what_the_query_form_refuses(client):
+    for query in ("k=0", "genre=western", "offset=-1"):
+        by_path, by_query = client.get(f"/recommendations/u1?{query}"), client.get(f"/recommendations?user_id=u1&{query}")
+        assert by_path.status_code == by_query.status_code == 422
+        assert by_path.json() == by_query.json()
+    assert_error(client.post("/recommendations/u1"), 405, "method_not_allowed")
+
+
+@pytest.mark.parametrize("path", ["/recommendations?user_id=u1&", "/recommendations/u1?", "/popular?"])
+def test_an_excluded_id_not_in_the_catalogue_is_ignored_with_a_note(client, path):
+    asked = client.get(f"{path}k=3&exclude=i3,nope")
+    assert asked.status_code == 200, asked.text
+    body = asked.json()
+    assert body.pop("notes") == ["exclude 'nope': not in the catalogue, ignored"]
+    assert body == client.get(f"{path}k=3&exclude=i3").json()  # the same answer otherwise
+    assert "notes" not in client.get(f"{path}k=3&exclude=i3").json()  # nothing to note: as before
+
+
+def test_a_note_never_carries_huge_ids_back(client):
+    ids_asked = ",".join(["a" * 5000] + [f"nope{n}" for n in range(100)])
+    body = client.get("/recommendations", params={"user_id": "u1", "exclude": ids_asked}).json()
+    (note,) = body["notes"]
+    shown = "a" * 40 + "..."
+    assert note == f"exclude '{shown}', 'nope0', 'nope1', 'nope10', 'nope11' and 96 more: not in the catalogue, ignored"
+    assert len(note) < 200
+
+
+def test_a_batch_notes_an_unknown_excluded_id_in_each_answer(client):
+    body = client.post("/recommendations/batch", json={"user_ids": ["u1", "nobody"], "k": 2, "exclude": ["nope"]}).json()
+    assert [answer["notes"] for answer in body["results"]] == [["exclude 'nope': not in the catalogue, ignored"]] * 2
+
+
 # --- /users/{user_id}/history and /items/{item_id}/similar -----------------------------
 
 
@@ -219,7 +263,7 @@ def test_similar_of_an_unknown_item_is_404(client):
 K_ALLOWED = f"a whole number from 1 to {api.MAX_K}"
 
 
-@pytest.mark.parametrize("path", ["/popular", "/recommendations?user_id=u1&", "/items/i1/similar"])
+@pytest.mark.parametrize("path", ["/popular", "/recommendations?user_id=u1&", "/recommendations/u1", "/items/i1/similar"])
 @pytest.mark.parametrize("k", ["", "0", "-1", "abc", "2.5", "1e3", str(api.MAX_K + 1), str(10**30)])
 def test_bad_k_is_422_with_what_is_allowed(client, path, k):
     separator = "" if path.endswith("&") else "?"
@@ -255,7 +299,10 @@ def test_unknown_path_and_method_are_json(client):
 def test_openapi_documents_every_endpoint_with_an_example(client):
     spec = client.get("/openapi.json").json()
     assert spec["info"]["description"].strip()
-    paths = {"/health", "/popular", "/recommendations", "/users/{user_id}/history", "/items/{item_id}/similar"}
+    paths = {
+        "/health", "/popular", "/recommendations", "/recommendations/{user_id}", "/users/{user_id}/history",
+        "/items/{item_id}/similar",
+    }
     assert paths <= spec["paths"].keys()
     for path in paths:
         operation = spec["paths"][path]["get"]

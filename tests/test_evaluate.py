@@ -216,8 +216,33 @@ def test_evaluate_command_prints_both_models(cli, tmp_path):
 
 def test_evaluate_command_refuses_an_unknown_split(cli, tiny_dir):
     result = cli("--data-dir", tiny_dir, "evaluate", "--split", "random")
-    assert result.exit_code == 1
-    assert result.stderr.startswith("Error: split must be one of global, user")
+    assert result.exit_code == 2  # a usage mistake: the choices are the option's, shown in --help
+    said = " ".join(result.stderr.replace("│", " ").split())
+    assert "'random' is not one of 'global', 'user'" in said
+    assert "<global|user>" in cli("evaluate", "--help", terminal_width=120).stdout
+
+
+def test_flags_show_no_type_in_the_help_and_json_says_what_it_does(cli):
+    for command in ("popular", "ingest", "tune", "build"):
+        shown = cli(command, "--help", terminal_width=120).stdout
+        assert "<bool>" not in shown and "--help" in shown
+    for command in ("ingest", "tune"):  # no --format to be short for
+        assert "Print JSON instead of the table." in cli(command, "--help", terminal_width=120).stdout
+
+
+def test_the_evaluate_table_cuts_names_never_figures(cli, tiny_dir, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    result = cli("--data-dir", tiny_dir, "--db", tiny_dir.parent / "recs.db", "evaluate", "--split", "user",
+                 "--test-frac", "0.5", terminal_width=80)
+    assert result.exit_code == 0, result.stderr
+    as_json = cli("--data-dir", tiny_dir, "--db", tiny_dir.parent / "recs.db", "evaluate", "--split", "user",
+                  "--test-frac", "0.5", "--json")
+    import json
+
+    for row in json.loads(as_json.stdout)["results"]:
+        assert f"{row['ndcg']:.4f}±{row['ndcg_se']:.4f}" in result.stdout
+        assert f"{row['coverage']:.1%}" in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
 
 
 def test_export_writes_every_users_list(cli, tiny_dir, tmp_path):

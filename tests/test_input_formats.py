@@ -127,8 +127,8 @@ def test_a_forced_delimiter_that_does_not_fit_names_it_in_the_error(tmp_path):
     with pytest.raises(engine.DataFileError) as caught:
         engine.build(tmp_path / "recs.db", folder, PLAIN, input_format=engine.InputFormat(delimiter=","))
     message = str(caught.value)
-    assert "users.csv, line 1: missing column(s) user_id, age, gender, region" in message
-    assert "read with the delimiter ','; --delimiter sets another" in message
+    assert "users.csv, line 1: missing column(s) user_id (expected user_id; optional: age,gender,region" in message
+    assert "read with the delimiter ','; the delimiter setting sets another" in message
 
 
 @pytest.mark.parametrize(

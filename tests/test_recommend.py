@@ -84,6 +84,21 @@ def test_unknown_filter_value_names_the_known_ones(tiny):
         tiny.popular(content_type="podcast")
 
 
+@pytest.mark.parametrize("fast", [False, True])  # the SQL macros and the serving index
+def test_an_excluded_id_not_in_the_catalogue_is_ignored_and_noted(tiny, fast):
+    recommender = engine.Recommender(tiny.db, tiny.data_dir, fast=fast)
+    asked = recommender.recommend("u1", 2, exclude=["i3", "nope", "zz"])
+    assert asked.items == recommender.recommend("u1", 2, exclude=["i3"]).items
+    assert asked.notes == ["exclude 'nope', 'zz': not in the catalogue, ignored"]
+    assert recommender.recommend("u1", 2, exclude=["i3"]).notes == []
+    popular = recommender.popular(2, exclude=["nope"])
+    assert popular.items == recommender.popular(2).items
+    assert popular.notes == ["exclude 'nope': not in the catalogue, ignored"]
+    (batch,) = recommender.recommend_batch(["u1"], 2, exclude=["i3", "nope", "zz"])
+    assert batch == asked
+    recommender.close()
+
+
 def test_k_below_one_is_refused(tiny):
     with pytest.raises(engine.BadArgument):
         tiny.popular(k=0)

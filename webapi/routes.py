@@ -37,6 +37,7 @@ async def _from_memory_or_thread(recommender: engine.Recommender, ask):
 
 
 RecommenderDep = Annotated[engine.Recommender, Depends(get_recommender)]
+USER_PATH = PathParam(description="The user, e.g. u1.", openapi_examples={"u1": {"value": "u1"}})
 
 
 def _values(values: Optional[list[str]]) -> Optional[list[str]]:
@@ -187,6 +188,22 @@ def recommendations_batch(recommender: RecommenderDep, request: BatchRequest) ->
 
 
 @router.get(
+    "/recommendations/{user_id}",
+    response_model=engine.Recommendations,
+    summary="What a user should watch next (the user in the path)",
+    description="The same answer as `/recommendations?user_id=...`, with the same parameters, for the user "
+    "named in the path, as `/users/{user_id}/history` names them. An id holding a `/` is asked with the "
+    "query form.",
+    responses={200: ok_example("recommendations"), 422: BAD_K},
+    tags=["recommendations"],
+)
+async def recommendations_of(
+    recommender: RecommenderDep, user_id: Annotated[str, USER_PATH], shape: ShapeDep
+) -> JSONResponse:
+    return await recommendations(recommender, user_id, shape)
+
+
+@router.get(
     "/users/{user_id}/history",
     response_model=engine.History,
     summary="What a user has watched",
@@ -196,10 +213,7 @@ def recommendations_batch(recommender: RecommenderDep, request: BatchRequest) ->
     responses={200: ok_example("history"), 404: UNKNOWN_USER},
     tags=["explanations"],
 )
-def history(
-    recommender: RecommenderDep,
-    user_id: Annotated[str, PathParam(description="The user, e.g. u1.", openapi_examples={"u1": {"value": "u1"}})],
-) -> JSONResponse:
+def history(recommender: RecommenderDep, user_id: Annotated[str, USER_PATH]) -> JSONResponse:
     return _answer(recommender.history(user_id))
 
 

@@ -24,7 +24,8 @@ ALLOWED = {
     "item_id": "an item id such as i1",
     "genre": "a genre of the catalogue, e.g. drama (case-insensitive; empty means any)",
     "content_type": "a content type of the catalogue: tv, movie, series or microdrama (case-insensitive; empty means any)",
-    "exclude": "item ids of the catalogue, comma-separated or repeated, e.g. i1,i2",
+    "exclude": "item ids, comma-separated or repeated, e.g. i1,i2 (an id not in the catalogue is ignored, "
+    "and the answer's notes say so)",
     "offset": f"a whole number from 0 to {engine.recommend.MAX_OFFSET}: how many of the list to skip",
     "user_ids": f"from 1 to {engine.MAX_BATCH} user ids",
 }
