@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -25,8 +26,9 @@ from rich.console import Console
 from rich.table import Table
 
 import engine
-from engine import config, eventlog, settings
+from engine import config, eventlog, load, settings
 from engine.build import built_state
+from engine.layers import Alert, Milestone
 from engine.metrics import Scores
 
 app = typer.Typer(
@@ -35,6 +37,11 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+# Typer 0.29's help labels every option with its type, flags too: `--json <bool>` reads as if
+# --json took a value. A flag (and --help) shows no type here; every other option keeps its own.
+_option_type = typer.core.TyperOption.display_type_rich
+typer.core.TyperOption.display_type_rich = lambda option, ctx: None if option.is_flag else _option_type(option, ctx)
+
 # markup off: ids, titles and messages come from users and data, never Rich markup
 out = Console(markup=False, highlight=False)
 err = Console(stderr=True, markup=False, highlight=False)
@@ -77,6 +84,7 @@ OFFSET = Annotated[
 ]
 USER_ID = Annotated[str, typer.Option("--user-id", "--user_id", help="The user, e.g. u1.")]
 JSON = Annotated[bool, typer.Option("--json", help="Print JSON: short for --format json.")]
+JSON_ONLY = Annotated[bool, typer.Option("--json", help="Print JSON instead of the table.")]
 
 
 class Format(str, Enum):
@@ -84,6 +92,13 @@ class Format(str, Enum):
     json = "json"
     csv = "csv"
     tsv = "tsv"
+
+
+class Split(str, Enum):
+    """evaluate --split: shown as <global|user> in the help."""
+
+    global_ = "global"
+    user = "user"
 
 
 FORMAT = Annotated[
@@ -178,7 +193,8 @@ def reported_errors() -> Iterator[None]:
     try:
         yield
     except engine.RecsError as error:
-        err.print(f"Error: {error}", soft_wrap=True)
+        hint = " (set --data-dir or RECS_DATA_DIR)" if isinstance(error, load.DataFolderMissing) else ""
+        err.print(f"Error: {error}{hint}", soft_wrap=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err.print("Interrupted.")
@@ -195,9 +211,16 @@ def build_display() -> Iterator[engine.Progress]:
             SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True
         ) as progress:
             task = progress.add_task("building recs.db")
-            yield lambda step: progress.update(task, description=f"building recs.db: {step}")
-    else:
-        yield lambda step: None
+
+            def show(step: str) -> None:
+                if isinstance(step, Alert):  # a line of its own, above the spinner
+                    progress.console.print(step, soft_wrap=True)
+                else:
+                    progress.update(task, description=f"building recs.db: {step}")
+
+            yield show
+    else:  # a log (CI, a scheduler): a line per tuning trial and each warning, no spinner
+        yield lambda step: err.print(step, soft_wrap=True) if isinstance(step, (Milestone, Alert)) else None
 
 
 def open_recommender() -> engine.Recommender:
@@ -268,7 +291,9 @@ def print_rows(columns: list[str], rows: list[dict], format: Format) -> None:
 PICK_COLUMNS = ["rank", "item_id", "title", "content_type", "genre", "score", "reason", "source"]
 """The columns of a Pick's to_dict(), in order: the csv / tsv header of popular and recommend."""
 
-SHRINK_PLAN = (("title", 14), ("reason", 12), ("genre", 6), ("type", 6), ("title", 8))
+SHRINK_PLAN = (
+    ("title", 14), ("reason", 12), ("genre", 6), ("type", 6), ("title", 8), ("model", 8), ("source", 24)
+)
 """How a table too wide for the terminal is made to fit: each step shortens one column (its
 cells cut with an ellipsis) down to at most that many characters, until the table fits.
 Ids, ranks and numbers are never shortened."""
@@ -382,6 +407,8 @@ def recommend(
     with reported_errors():
         answer = open_recommender().recommend(user_id, k, genre, content_type, filter_values(exclude), offset)
     items = answer.items
+    for note in answer.notes:  # about what was asked (a typo, perhaps): said whatever the format
+        err.print(f"Note: {note}.", soft_wrap=True)
     if shape is not Format.json:  # JSON says it in fallback_used and each item's source
         if answer.fallback_used:
             why = "has no watch history" if answer.user_known else "is not a known user"
@@ -464,8 +491,8 @@ def similar(
 @app.command()
 def evaluate(
     split: Annotated[
-        str, typer.Option("--split", help="global: test = the latest events of all; user: each user's latest.")
-    ] = "global",
+        Split, typer.Option("--split", help="global: test = the latest events of all; user: each user's latest.")
+    ] = Split.global_,
     test_frac: Annotated[
         float, typer.Option("--test-frac", "--test_frac", min=0.01, max=0.99, help="Share of events held out.")
     ] = 0.2,
@@ -482,6 +509,7 @@ def evaluate(
     Example: python cli.py evaluate --split user --k 10
     """
     shape = chosen_format(format, as_json)
+    split = split.value
     with reported_errors(), build_display() as progress:
         results = engine.evaluate(
             config.data_dir(state.data_dir), split, test_frac, k, progress=progress, input_format=state.input_format
@@ -491,19 +519,22 @@ def evaluate(
     if printed_as_data(shape, payload, [spec.name for spec in dataclass_fields(Scores)], rows):
         return
     users = results[0].users if results else 0
-    table = Table(title=f"{split} split, test fraction {test_frac}, {users:,} users evaluated")
-    for column in ("model", f"NDCG@{k}", f"Recall@{k}", f"HR@{k}", f"coverage@{k}", "fit s"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for r in results:
-        table.add_row(
+    columns = [("model", "left")] + [
+        (name, "right") for name in (f"NDCG@{k}", f"Recall@{k}", f"HR@{k}", f"coverage@{k}", "fit s")
+    ]
+    figures = [
+        [
             r.model,
             f"{r.ndcg:.4f}±{r.ndcg_se:.4f}",
             f"{r.recall:.4f}±{r.recall_se:.4f}",
             f"{r.hit_rate:.3f}±{r.hit_rate_se:.3f}",
             f"{r.coverage:.1%}",
             f"{r.fit_seconds:.2f}",
-        )
-    out.print(table)
+        ]
+        for r in results
+    ]
+    out.print(f"{split} split, test fraction {test_frac}, {users:,} users evaluated:")
+    out.print(fitted_table(columns, figures))  # a narrow terminal cuts the model's name, never a figure
 
 
 @app.command()
@@ -605,7 +636,7 @@ def serve(
 @app.command()
 def ingest(
     file: Annotated[Path, typer.Argument(help="A CSV with the columns of events.csv.", show_default=False)],
-    as_json: JSON = False,
+    as_json: JSON_ONLY = False,
 ) -> None:
     """Append a file of watch events to the live log: they count at once, and in the next build.
 
@@ -642,7 +673,28 @@ NO_TUNE = Annotated[
     bool, typer.Option("--no-tune", help="Do not tune: reuse the last tuned parameters, else the defaults.")
 ]
 FORCE = Annotated[
-    bool, typer.Option("--force", help="Replace the --db file even if this app did not build it.")
+    bool,
+    typer.Option(
+        "--force", help="Build even when recs.db is current, and replace the --db file even if this app did not build it."
+    ),
+]
+REBUILD = Annotated[
+    bool,
+    typer.Option(
+        "--rebuild", help="Build even when recs.db is current (same data, SQL, settings and parameters); "
+        "unlike --force, a --db file this app did not build is still refused.",
+    ),
+]
+RETUNE = Annotated[
+    bool, typer.Option("--retune", help="Tune afresh, even when parameters tuned before still apply.")
+]
+TUNE_SAMPLE = Annotated[
+    Optional[int],
+    typer.Option(
+        "--tune-sample", envvar="RECS_TUNE_SAMPLE", min=0, show_default="100,000 above 500,000 events, else all",
+        help="Tune on a sample of users holding about this many events when there are more (0: never sample); "
+        "the model is then built on all events. Also tune_sample in recs.toml.",
+    ),
 ]
 
 
@@ -678,6 +730,9 @@ def build(
     param: PARAM = None,
     no_tune: NO_TUNE = False,
     force: FORCE = False,
+    rebuild: REBUILD = False,
+    retune: RETUNE = False,
+    tune_sample: TUNE_SAMPLE = None,
     engine_name: ENGINE = "duckdb",
     spark_master: SPARK_MASTER = None,
     model_out: MODEL_OUT = None,
@@ -686,11 +741,16 @@ def build(
     """(Re)build recs.db from the CSVs and summarise what was loaded and reported.
 
     Without --param the build chooses the model's parameters itself: it tunes
-    them on a validation split of the data when the data is small enough
-    (see 'python cli.py tune'), else reuses the last tuned ones. Spark builds
-    do not tune: they take --param, else the last tuned parameters, else the defaults.
+    them on validation splits of the data (above 500,000 events on a sample of
+    users, --tune-sample), or reuses those it tuned before when the data is the
+    same or changed by at most 5% ('recs params' says which applies). A build
+    on unchanged data, settings and parameters, with no live events waiting,
+    says the model is current and stops (--rebuild builds anyway). A Spark
+    build ships the parameters a DuckDB build would choose (tuned on the
+    driver, by the same rule), then builds the full model on Spark.
 
     Example: python cli.py --data-dir data build
+    Example: python cli.py build --tune-sample 20000 --retune
     Example: python cli.py build --engine spark --spark-master local[2] --model-out model/
     Example: python cli.py build --from-model model/
     """
@@ -699,6 +759,8 @@ def build(
         raise typer.BadParameter(f"must be duckdb or spark, not {engine_name!r}", param_hint="--engine")
     if engine_name != "spark" and (spark_master or model_out):
         raise typer.BadParameter("--spark-master and --model-out go with --engine spark", param_hint="--engine")
+    if no_tune and retune:
+        raise typer.BadParameter("--no-tune and --retune contradict each other", param_hint="--retune")
     if from_model is not None and (engine_name == "spark" or param):
         raise typer.BadParameter(
             "--from-model takes the model's own engine and parameters", param_hint="--from-model"
@@ -706,13 +768,14 @@ def build(
     with reported_errors():
         params = engine.ModelParams.from_assignments(param, start=state.params) if param else state.params
         db = config.db_path(state.db)
+        tuning = {"tune": False if no_tune else True if retune else None, "tune_sample": chosen_tune_sample(tune_sample)}
         with build_display() as progress:
             if from_model is not None:
                 from engine import spark
 
                 report = spark.build_from_model(db, from_model, progress, force=force)
             elif engine_name == "spark" and model_out and "://" in model_out and not model_out.startswith("file://"):
-                manifest = spark_model_only(params, progress, spark_master, model_out)
+                manifest = spark_model_only(params, progress, spark_master, model_out, tuning)
                 out.print(
                     f"Wrote the model to {model_out} in {manifest.seconds:.1f} s ({len(manifest.tables)} tables, "
                     f"parameters {manifest.params_source}); serving machines copy it and run "
@@ -721,12 +784,21 @@ def build(
                 )
                 return
             elif engine_name == "spark":
-                report = spark_build(db, params, progress, spark_master, model_out, force)
+                report = spark_build(db, params, progress, spark_master, model_out, force, tuning)
             else:
                 report = engine.build(
-                    db, config.data_dir(state.data_dir), params, progress, tune=False if no_tune else None, force=force,
-                    input_format=state.input_format,
+                    db, config.data_dir(state.data_dir), params, progress, force=force,
+                    input_format=state.input_format, rebuild=rebuild, **tuning,
                 )
+    if report.current:
+        built = built_state(db)
+        out.print(
+            f"{db} is current: built at {built.built_at if built else '?'} from the same data, SQL, settings and "
+            "parameters, with no live events waiting; nothing to do (--rebuild builds anyway).",
+            soft_wrap=True,
+        )
+        print_params(report)
+        return
     out.print(f"Built {db} in {report.seconds:.1f} s.")
     print_moved_aside(report, out)
     print_params(report)
@@ -736,7 +808,7 @@ def build(
     for name, count in report.rows.items():
         table.add_row(name, f"{count:,}")
     out.print(table)
-    if report.events_of_unlisted_users:
+    if report.events_of_unlisted_users and report.rows.get("users"):  # no users file: every user is so
         out.print(
             f"{report.events_of_unlisted_users:,} events are from users not in users.csv "
             "(kept: they are known by what they watched)."
@@ -761,6 +833,19 @@ def build(
     out.print(table)
 
 
+def chosen_tune_sample(flag: Optional[int]) -> Optional[int]:
+    """--tune-sample (or RECS_TUNE_SAMPLE), else tune_sample in the settings file, else None (the default rule)."""
+    if flag is not None:
+        return flag
+    environment = os.environ.get("RECS_TUNE_SAMPLE", "").strip()
+    if environment:
+        if not environment.isdigit():
+            raise typer.BadParameter(f"RECS_TUNE_SAMPLE must be a whole number, not {environment!r}")
+        return int(environment)
+    value = state.settings.get("tune_sample")
+    return None if value is None or value.value is None else int(value.value)
+
+
 def need_pyspark() -> None:
     try:
         import pyspark  # noqa: F401
@@ -770,21 +855,21 @@ def need_pyspark() -> None:
         ) from None
 
 
-def spark_model_only(params, progress, master, model_out):
-    """build --engine spark --model-out URL (a cluster file system): the Parquet model only; no recs.db here."""
+def spark_model_only(params, progress, master, model_out, tuning: dict):
+    """build --engine spark --model-out URL (a cluster file system): the Parquet model only; no recs.db here.
+    The parameters are chosen as a DuckDB build would choose them (tuned here, on the driver)."""
     from engine import spark
+    from engine.build import chosen_params
 
     need_pyspark()
-    from engine.spark.job import choose_params
-
-    chosen, source = choose_params(params, None)
+    folder = config.data_dir(state.data_dir)
+    chosen, source, tuned = chosen_params(None, folder, params, input_format=state.input_format, progress=progress, **tuning)
     return spark.write_model(
-        config.data_dir(state.data_dir), model_out, chosen, source, master or spark.default_master(), progress,
-        state.input_format,
+        folder, model_out, chosen, source, master or spark.default_master(), progress, state.input_format, tuned
     )
 
 
-def spark_build(db, params, progress, master, model_out, force) -> engine.BuildReport:
+def spark_build(db, params, progress, master, model_out, force, tuning: dict) -> engine.BuildReport:
     """build --engine spark: the model on Spark, recs.db assembled from its Parquet."""
     from engine import spark
 
@@ -792,6 +877,7 @@ def spark_build(db, params, progress, master, model_out, force) -> engine.BuildR
     return spark.build_with_spark(
         db, config.data_dir(state.data_dir), params, progress,
         master=master or spark.default_master(), model_out=model_out, force=force, input_format=state.input_format,
+        **tuning,
     )
 
 
@@ -817,21 +903,24 @@ def print_params(report: engine.BuildReport) -> None:
 
 
 @app.command()
-def tune(as_json: JSON = False) -> None:
+def tune(tune_sample: TUNE_SAMPLE = None, as_json: JSON_ONLY = False) -> None:
     """Tune the model's parameters on this data, build recs.db with them, and show every trial.
 
-    A validation split is carved from the events (the latest 10% of all, and
-    each user's latest 10%); a fixed plan tries one parameter at a time and
-    keeps what raises NDCG@10. The trials are stored in recs.db as
-    tuning_trials. A plain 'build' does the same on small data.
+    Validation splits are carved from the events (the latest 10% at three
+    cut points; each user's latest 10% when none has 50 users); a fixed plan
+    tries one parameter at a time and keeps what raises NDCG@10. Always a
+    fresh search (as 'build --retune'); above 500,000 events, or with
+    --tune-sample, on a sample of users. The trials are stored in recs.db as
+    tuning_trials.
 
-    Example: python cli.py tune
+    Example: python cli.py tune --tune-sample 20000
     """
     with reported_errors():
         db = config.db_path(state.db)
         with build_display() as progress:
             report = engine.build(
-                db, config.data_dir(state.data_dir), None, progress, tune=True, input_format=state.input_format
+                db, config.data_dir(state.data_dir), None, progress, tune=True, input_format=state.input_format,
+                tune_sample=chosen_tune_sample(tune_sample),
             )
     trials = report.tuning.trials if report.tuning else []
     if as_json:
@@ -871,20 +960,31 @@ def params(param: PARAM = None, format: FORMAT = None, as_json: JSON = False) ->
     shape = chosen_format(format, as_json)
     with reported_errors():
         built = built_state(config.db_path(state.db))
-        _, model = settings.model_settings(
+        pinned, model = settings.model_settings(
             state.config.value, param, (built.params, built.params_source) if built else None
         )
     config_value = None if state.config.value is None else str(state.config.value)
     rows = [{"name": "config", "value": config_value, "source": state.config.source}]
     rows += [{"name": name, "value": setting.value, "source": setting.source} for name, setting in state.settings.items()]
     rows += [{"name": name, "value": setting.value, "source": setting.source} for name, setting in model.items()]
-    payload = {row["name"]: {"value": row["value"], "source": row["source"]} for row in rows}
-    if printed_as_data(shape, payload, ["name", "value", "source"], rows):
+    plan = {"name": "tuning", "value": tuning_plan(pinned), "source": "recs.db and the data"}
+    payload = {row["name"]: {"value": row["value"], "source": row["source"]} for row in rows + [plan]}
+    if printed_as_data(shape, payload, ["name", "value", "source"], rows + [plan]):
         return
     out.print(fitted_table(
         [("name", "left"), ("value", "left"), ("source", "left")],
         [[row["name"], "" if row["value"] is None else str(row["value"]), row["source"]] for row in rows],
     ))
+    out.print(f"The next build's tuning: {plan['value']}.", soft_wrap=True)  # a sentence: too long for a cell
+
+
+def tuning_plan(pinned: Optional[engine.ModelParams]) -> str:
+    """What the next 'build' does about the parameters, in words (engine.build.next_tuning)."""
+    from engine.build import next_tuning
+
+    return next_tuning(
+        config.db_path(state.db), config.data_dir(state.data_dir), pinned, state.input_format, chosen_tune_sample(None)
+    )
 
 
 live_app = typer.Typer(help="The live event log beside recs.db: check it, repair it.", no_args_is_help=True)
@@ -897,7 +997,7 @@ def live_log() -> eventlog.EventLog:
 
 
 @live_app.command("check")
-def live_check(as_json: JSON = False) -> None:
+def live_check(as_json: JSON_ONLY = False) -> None:
     """Check every record of the live log and its committed length; exit 1 when anything is damaged.
 
     Changes nothing. Bytes past the committed length are a write that was never
@@ -925,7 +1025,7 @@ def live_check(as_json: JSON = False) -> None:
 
 
 @live_app.command("repair")
-def live_repair(as_json: JSON = False) -> None:
+def live_repair(as_json: JSON_ONLY = False) -> None:
     """Make a damaged live log readable again, keeping every record that checks out.
 
     Damaged records are blanked in place and a cut-short tail is removed; every

@@ -9,8 +9,9 @@ module here imports those.
 from __future__ import annotations
 
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import duckdb
 
@@ -19,6 +20,16 @@ from .config import ModelParams
 
 Progress = Callable[[str], None]
 """Called with the name of each build step as it starts."""
+
+
+class Milestone(str):
+    """A progress message that is worth a line of its own in a log (a tuning trial done), not
+    only the current step: a display that shows no spinner (stderr piped) prints these."""
+
+
+class Alert(str):
+    """A progress message every display prints as a line of its own, at once (a warning
+    before a long build goes on)."""
 
 def load_into(
     con: duckdb.DuckDBPyConnection,
@@ -104,12 +115,16 @@ def model_into(
     params: ModelParams,
     progress: Progress | None = None,
     only: set[str] | None = None,
+    pair_users: str | None = None,
 ) -> None:
     """(Re)create model_params and the model tables from the tables load_into made.
 
     only names the sql/ file prefixes to run (default: all). The tuner,
     having changed parameters that only some files read, re-runs those
-    (layers_after) and reuses the tables of the others.
+    (layers_after) and reuses the tables of the others. pair_users names a
+    table of user_id: the item-pair join (sql/40, and EASE's Gram matrix)
+    then reads only those users' rows of user_item_strength, while every
+    other layer (popularity, the trend) reads all of them: the tuner's sample.
     """
     step = progress or (lambda name: None)
     values = params.as_dict()
@@ -121,13 +136,37 @@ def model_into(
         if only is not None and path.name[:2] not in only:
             continue
         step(STEP_NAMES.get(path.name[:2], path.stem))
-        sqlfiles.run_file(con, path)
-        if path.name.startswith(EASE_AFTER) and params.neighbor_model == "ease":
-            from . import ease  # numpy, loaded only for this model
+        with _strengths_of(con, pair_users if path.name.startswith(PAIR_JOIN) else None):
+            sqlfiles.run_file(con, path)
+            if path.name.startswith(EASE_AFTER) and params.neighbor_model == "ease":
+                from . import ease  # numpy, loaded only for this model
 
-            step("computing EASE weights")
-            ease.ease_weights(con, l2=params.ease_lambda, max_neighbors=params.max_neighbors)
+                step("computing EASE weights")
+                ease.ease_weights(con, l2=params.ease_lambda, max_neighbors=params.max_neighbors)
     _keep_row_order(con, True)
+
+
+PAIR_JOIN = "40"
+"""The sql/ file of the item-pair self-join: what a sample of users restricts (model_into's pair_users)."""
+
+
+@contextmanager
+def _strengths_of(con: duckdb.DuckDBPyConnection, users: str | None) -> Iterator[None]:
+    """While inside, user_item_strength holds only the rows of the users in table users (a view
+    in front of the whole table, put back after); users None: nothing changes."""
+    if users is None:
+        yield
+        return
+    con.execute("alter table user_item_strength rename to user_item_strength_all")
+    try:
+        con.execute(
+            f"create view user_item_strength as select * from user_item_strength_all "
+            f"where user_id in (select user_id from {users})"
+        )
+        yield
+    finally:
+        con.execute("drop view if exists user_item_strength")
+        con.execute("alter table user_item_strength_all rename to user_item_strength")
 
 
 SCRATCH_TABLES = ("item_pairs", "item_weights")

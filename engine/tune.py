@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from . import sqlfiles
-from .layers import Progress, layers_after, model_into
+from .layers import Milestone, Progress, layers_after, model_into
 from .holdout import hold_out, top_k_lists
 from .config import ModelParams
 from .metrics import score
@@ -61,13 +61,27 @@ look-alike, global split: without this floor the tuned model scored NDCG@10 0.10
 5.6% on the test part; with it 0.1078 / 10.7% and 0.1063 / 23.4% in two runs, whose CPU budgets
 reached different trials; the defaults' coverage there is 22.7%)."""
 MAX_EVENTS = 500_000
-"""Above this many events a plain build does not tune (its time grows with the data; at 1M events
-a tuning run takes minutes): 'python cli.py tune' still does."""
+"""Above this many events the tuner works on a sample of users (SAMPLE_EVENTS, or the build's
+--tune-sample): every trial's pair join grows with the data (at 1M events a trial took 2.5-5.6 s,
+and the budget ran out after 9)."""
+SAMPLE_EVENTS = 100_000
+"""The default sample: users holding about this many events (by a hash of the user id), the size
+at which the full plan fits the budget (MovieLens 100K: 25 trials). Popularity and the trend still
+come from every event; the sample is the pair join and the users scored."""
 BUDGET_SECONDS = 60.0
 """After this much CPU time (of this process, every DuckDB thread included) a tuning run starts no
 more trials but the last step's; what it found is kept. CPU time, not wall time: on a machine busy
 with other work the run takes longer but tries the same trials, so the same data gets the same
 model."""
+
+
+def sample_for(events: int, tune_sample: int | None = None) -> int | None:
+    """The sample a tuning run of events events works on (None: all of them): tune_sample when
+    given (0: never sample), else SAMPLE_EVENTS above MAX_EVENTS; never a sample of everything."""
+    wanted = tune_sample if tune_sample is not None else (SAMPLE_EVENTS if events > MAX_EVENTS else None)
+    return wanted if wanted and events > wanted else None
+
+
 EASE_MIN_NEIGHBORS = 200
 """EASE trials keep at least this many neighbours: its weights, negative ones included, spread over
 more items than cosine's (MovieLens 100K user split: 0.1950 with 100, 0.1985 with 300)."""
@@ -154,6 +168,27 @@ class TuneResult:
     seconds: float = 0.0
     skipped: str | None = None
     stopped_early: bool = False
+    events: int = 0
+    """The events tuned on (all of them, sample or not)."""
+    sample_events: int | None = None
+    """The sample asked for (None: every user's events were tuned on)."""
+    sampled_events: int | None = None
+    """Events the sampled users of the first deciding split hold (about sample_events, or more
+    where the sample grew to keep MIN_VALIDATION_USERS evaluated users)."""
+    sample_share: float | None = None
+    """The share of users the sample holds (the first deciding split's)."""
+    chosen: ModelParams | None = None
+    """What the trials chose on the sample, before rescaled() made it fit all users (params)."""
+
+    @property
+    def source(self) -> str:
+        """What a build's params_source says of these parameters."""
+        if self.skipped:
+            return f"defaults ({self.skipped})"
+        if self.sample_events is not None:
+            scaled = "" if self.chosen == self.params else f"; {', '.join(SCALED_WITH_USERS)} x{1 / self.sample_share:.2f}"
+            return f"tuned on a sample of {self.sampled_events:,} events (of {self.events:,}){scaled}"
+        return "tuned"
 
     @property
     def best(self) -> Trial | None:
@@ -165,9 +200,17 @@ class Validation:
     """One validation split of the current catalog's events, in its own in-memory catalog."""
 
     def __init__(
-        self, con: duckdb.DuckDBPyConnection, source: str, split: str, number: int, drop_frac: float = 0.0
+        self,
+        con: duckdb.DuckDBPyConnection,
+        source: str,
+        split: str,
+        number: int,
+        drop_frac: float = 0.0,
+        sample_events: int | None = None,
     ):
         self.con, self.split, self.drop_frac = con, split, drop_frac
+        self.sampled_events: int | None = None
+        """With sample_events: how many events the sampled users hold (before the hold-out)."""
         self.catalog = f"tuning_{split}_{number}"
         self.name = split if drop_frac == 0 else f"{split} (latest {drop_frac:.0%} dropped)"
         con.execute(f'attach \':memory:\' as "{self.catalog}"')
@@ -184,16 +227,48 @@ class Validation:
                 {"drop": drop_frac},
             )
         relevant = hold_out(con, split, VALIDATION_FRAC)
+        if sample_events is not None:
+            relevant = self._sample(relevant, sample_events)
         if len(relevant) > MAX_VALIDATION_USERS:
             sample = sorted(relevant, key=lambda user: hashlib.md5(user.encode()).hexdigest())
             relevant = {user: relevant[user] for user in sample[:MAX_VALIDATION_USERS]}
         self.relevant = relevant
         self.catalogue_size = con.execute("select count(*) from items").fetchone()[0]
 
+    def _sample(self, relevant: dict[str, set[str]], sample_events: int) -> dict[str, set[str]]:
+        """Keep a sample of users (table tuning_sample): the first by a hash of their id until
+        they hold sample_events events and MIN_VALIDATION_USERS of them are evaluated (when the
+        split has that many), so a sample never leaves a split too few users to decide.
+        Returns the relevant items of the sampled users."""
+        counts = self.con.execute("select user_id, count(*) from all_events group by user_id").fetchall()
+        counts.sort(key=lambda row: (hashlib.md5(row[0].encode()).hexdigest(), row[0]))
+        chosen, held, evaluated = [], 0, 0
+        for user_id, events in counts:
+            if held >= sample_events and evaluated >= min(MIN_VALIDATION_USERS, len(relevant)):
+                break
+            chosen.append(user_id)
+            held += events
+            evaluated += user_id in relevant
+        self.con.execute(
+            "create or replace table tuning_sample as select unnest($users::varchar[]) as user_id", {"users": chosen}
+        )
+        # the hold-out's working copies are not read again: at 10M events they are most of the memory
+        self.con.execute("drop table all_events")
+        self.con.execute("drop table event_split")
+        self.sampled_events = held
+        self.sample_share = len(chosen) / max(len(counts), 1)
+        self.pair_users = "tuning_sample"
+        return {user_id: relevant[user_id] for user_id in chosen if user_id in relevant}
+
+    pair_users: str | None = None
+    """The table of the sampled users whose rows the pair join reads (None: every user)."""
+    sample_share: float | None = None
+    """With a sample: the share of the split's users it holds."""
+
     def fit_and_score(self, params: ModelParams, layers: set[str] | None) -> tuple[float, float, float]:
         """(NDCG, recall, coverage) at K of params, re-running only the given sql/ layers (None = all)."""
         self.con.execute(f'use "{self.catalog}"')
-        model_into(self.con, params, only=layers)
+        model_into(self.con, params, only=layers, pair_users=self.pair_users)
         lists = top_k_lists(self.con, K, list(self.relevant))
         result = score(self.split, lists, self.relevant, K, self.catalogue_size)
         return result.ndcg, result.recall, result.coverage
@@ -206,35 +281,43 @@ class Validation:
 def tune(
     con: duckdb.DuckDBPyConnection,
     start: ModelParams | None = None,
-    budget_seconds: float = BUDGET_SECONDS,
+    budget_seconds: float | None = None,
     progress: Progress | None = None,
     ease_items_limit: int | None = None,
+    sample_events: int | None = None,
 ) -> TuneResult:
     """Choose model parameters for the users, items and events of con's current catalog.
 
-    Returns start (default: the defaults) unchanged, with the reason in
-    .skipped, when a validation split has fewer than MIN_VALIDATION_USERS
-    users to score.
+    budget_seconds: CPU seconds the plan may spend (default BUDGET_SECONDS, read at the call).
+    sample_events: tune on a sample of users holding about this many events
+    (Validation._sample) when there are more; popularity and the trend are
+    still computed from every event. Returns start (default: the defaults)
+    unchanged, with the reason in .skipped, when a validation split has
+    fewer than MIN_VALIDATION_USERS users to score.
     """
     started, cpu_started = time.perf_counter(), time.process_time()
+    budget_seconds = BUDGET_SECONDS if budget_seconds is None else budget_seconds
     step = progress or (lambda name: None)
     current = start or ModelParams()
     source = con.execute("select current_database()").fetchone()[0]
-    step("tuning: carving validation splits")
+    events = con.execute("select count(*) from events").fetchone()[0]
+    if sample_events is not None and events <= sample_events:
+        sample_events = None  # the sample would be all of it
+    step("tuning: carving validation splits" + (f" (a sample of {sample_events:,} events)" if sample_events else ""))
     validations: list[Validation] = []
     try:
         for number, drop_frac in enumerate(GLOBAL_ORIGINS):
-            validations.append(Validation(con, source, "global", number, drop_frac))
+            validations.append(Validation(con, source, "global", number, drop_frac, sample_events))
         usable = [v for v in validations if len(v.relevant) >= MIN_VALIDATION_USERS]
         if not usable:
             # no cut point has enough users active after it (on MovieLens 100K: a
             # training part from a per-user split, 25): each user's latest decide
-            validations.append(Validation(con, source, "user", len(validations)))
+            validations.append(Validation(con, source, "user", len(validations), sample_events=sample_events))
             usable = validations[-1:] if len(validations[-1].relevant) >= MIN_VALIDATION_USERS else []
         if not usable:
             counts = ", ".join(f"{v.split} split {len(v.relevant)}" for v in (validations[0], validations[-1]))
             return TuneResult(
-                current, seconds=time.perf_counter() - started,
+                current, seconds=time.perf_counter() - started, events=events,
                 skipped=f"too little data to tune: validation users {counts} (at least {MIN_VALIDATION_USERS} in one)",
             )
         for validation in validations:
@@ -245,7 +328,10 @@ def tune(
         if ease_items_limit is None:
             from .ease import MAX_EASE_ITEMS as ease_items_limit
         catalogue = validations[0].catalogue_size
-        result = TuneResult(current)
+        result = TuneResult(
+            current, events=events, sample_events=sample_events, sampled_events=validations[0].sampled_events,
+            sample_share=validations[0].sample_share,
+        )
 
         def run(step_name: str, changes: dict, params: ModelParams, layers: set[str] | None) -> Trial:
             trial_started = time.perf_counter()
@@ -267,38 +353,114 @@ def tune(
             result.trials.append(trial)
             return trial
 
+        plan = [(position, name, changes) for position, (name, options) in enumerate(PLAN) for changes in options]
+        last_step = len(PLAN) - 1  # the prior's re-check is cheap: it always runs
+
+        def would_run(changes: dict, current: ModelParams, ease_given_up: bool) -> ModelParams | None:
+            """The trial's parameters, or None when the plan skips it from here."""
+            candidate = _apply(current, changes)
+            if candidate == current or candidate.as_dict() in [t.params for t in result.trials]:
+                return None
+            if candidate.neighbor_model == "ease" and (catalogue > ease_items_limit or ease_given_up):
+                return None
+            if current.neighbor_model == "ease" and set(changes) <= COSINE_ONLY:
+                return None
+            return candidate
+
+        def announce(trial: Trial, upcoming: int, best: Trial) -> None:
+            """One line for the trial just scored: a Milestone, which a log shows as a line."""
+            cpu = time.process_time() - cpu_started
+            wall_per_cpu = (time.perf_counter() - started) / max(cpu, 1e-9)
+            last = sum(1 for position, _, changes in plan if position == last_step)
+            left = _time_left(result.trials, upcoming, budget_seconds - cpu, wall_per_cpu, last)
+            kept = " (kept)" if trial.kept else ""
+            step(Milestone(
+                f"tuning: trial {trial.number} of {trial.number + upcoming}: "
+                f"{_describe(trial.changes) or 'the starting point'}, NDCG@10 {trial.ndcg:.4f}{kept}; "
+                f"best so far {best.ndcg:.4f}; {left} left"
+            ))
+
+        def upcoming_after(index: int) -> int:
+            """How many trials of the plan after index would run from here (if nothing more is kept)."""
+            over = time.process_time() - cpu_started > budget_seconds
+            return sum(
+                1 for position, _, changes in plan[index:]
+                if (position == last_step or not over) and would_run(changes, current, ease_given_up) is not None
+            )
+
         step("tuning: trial 1 (the starting point)")
         best = run("start", {}, current, None)
         best.kept = True
         start_coverage = best.coverage
         fitted = current  # what the validation catalogs' tables were last built with
         ease_given_up = False
-        for position, (step_name, options) in enumerate(PLAN):
-            last = position == len(PLAN) - 1  # the prior's re-check is cheap: it always runs
-            for changes in options:
-                if time.process_time() - cpu_started > budget_seconds and not last:
-                    result.stopped_early = True
-                    break
-                candidate = _apply(current, changes)
-                if candidate == current or candidate.as_dict() in [t.params for t in result.trials]:
-                    continue
-                if candidate.neighbor_model == "ease" and (catalogue > ease_items_limit or ease_given_up):
-                    continue
-                if current.neighbor_model == "ease" and set(changes) <= COSINE_ONLY:
-                    continue
-                step(f"tuning: trial {len(result.trials) + 1}, {step_name} {_describe(changes)}")
-                trial = run(step_name, changes, candidate, _layers_between(fitted, candidate))
-                fitted = candidate
-                if trial.ndcg > best.ndcg * (1 + MIN_GAIN) and trial.coverage >= COVERAGE_FLOOR * start_coverage:
-                    trial.kept, best, current = True, trial, candidate
-                elif candidate.neighbor_model == "ease" and trial.ndcg < best.ndcg * EASE_GIVE_UP:
-                    ease_given_up = True
-        result.params = current
+        announce(best, upcoming_after(0), best)
+        for index, (position, step_name, changes) in enumerate(plan):
+            if time.process_time() - cpu_started > budget_seconds and position != last_step:
+                result.stopped_early = True
+                continue
+            candidate = would_run(changes, current, ease_given_up)
+            if candidate is None:
+                continue
+            step(
+                f"tuning: trial {len(result.trials) + 1} of {len(result.trials) + upcoming_after(index)}: "
+                f"{_describe(changes)}; best NDCG@10 so far {best.ndcg:.4f}"
+            )
+            trial = run(step_name, changes, candidate, _layers_between(fitted, candidate))
+            fitted = candidate
+            if trial.ndcg > best.ndcg * (1 + MIN_GAIN) and trial.coverage >= COVERAGE_FLOOR * start_coverage:
+                trial.kept, best, current = True, trial, candidate
+            elif candidate.neighbor_model == "ease" and trial.ndcg < best.ndcg * EASE_GIVE_UP:
+                ease_given_up = True
+            announce(trial, upcoming_after(index + 1), best)
+        result.chosen = current
+        result.params = current if result.sample_share is None else rescaled(current, 1 / result.sample_share)
         result.seconds = time.perf_counter() - started
         return result
     finally:
         for validation in validations:
             validation.close(source)
+
+
+SCALED_WITH_USERS = ("support_shrinkage", "ease_lambda")
+"""Parameters weighed against sums over users: support_shrinkage against a pair's support (the users
+who watched both), ease_lambda against the Gram matrix X'X. On a sample holding a share s of the
+users those sums are about s times the full data's, so what the sample chose is divided by s for
+the full model (docs/evaluation.md measures it). The others are per user (the prior against a
+history's length, the user half-life), per item (neighbours) or read popularity, which counts
+every event anyway."""
+
+
+def rescaled(params: ModelParams, factor: float) -> ModelParams:
+    """params with SCALED_WITH_USERS multiplied by factor (the full data's users / the sample's)."""
+    return params.replace(**{name: getattr(params, name) * factor for name in SCALED_WITH_USERS})
+
+
+PLAN_RULES = (
+    "PLAN", "PRIORS", "GLOBAL_ORIGINS", "VALIDATION_FRAC", "K", "MIN_VALIDATION_USERS", "MAX_VALIDATION_USERS",
+    "MIN_GAIN", "COVERAGE_FLOOR", "BUDGET_SECONDS", "EASE_MIN_NEIGHBORS", "EASE_GIVE_UP", "COSINE_ONLY",
+)
+"""The names of this module a tuning run's choice depends on (besides the data, the SQL and the start)."""
+
+
+def plan_digest(start: ModelParams | None = None) -> str:
+    """A digest of the tuning plan: its steps and values, its rules (PLAN_RULES) and the
+    parameters it starts from (the defaults, unless start). A change to any of them makes
+    tuned parameters kept from before stale."""
+    rules = {name: repr(sorted(value) if isinstance(value, frozenset) else value) for name, value in
+             ((name, globals()[name]) for name in PLAN_RULES)}
+    rules["start"] = json.dumps((start or ModelParams()).as_dict(), sort_keys=True)
+    return hashlib.sha256(json.dumps(rules, sort_keys=True).encode()).hexdigest()
+
+
+def _time_left(trials: list[Trial], upcoming: int, cpu_left: float, wall_per_cpu: float, last_step: int) -> str:
+    """About how long the rest of a run takes: the upcoming trials at the mean time of the
+    trials after the first (which builds every table), but no more than what the CPU budget
+    left allows (in wall time, at the rate so far) plus the last step, which always runs."""
+    timed = trials[1:] or trials
+    mean = sum(t.seconds for t in timed) / len(timed)
+    seconds = min(upcoming * mean, max(cpu_left, 0.0) * wall_per_cpu + min(last_step, upcoming) * mean)
+    return f"about {seconds:.0f} s" if seconds >= 1 else "under a second"
 
 
 def _apply(params: ModelParams, changes: dict) -> ModelParams:

@@ -34,7 +34,9 @@ def test_without_a_file_every_setting_is_its_default(cli, folder):
     assert shown["db"] == {"value": "recs.db", "source": "default"}
     assert shown["data_dir"] == {"value": "data", "source": "default"}
     assert shown["max_neighbors"] == {"value": 20, "source": "default"}
-    assert set(shown) == {"config", "db", "data_dir", "delimiter", "encoding"} | set(engine.ModelParams().as_dict())
+    settings = {"config", "db", "data_dir", "delimiter", "encoding", "tune_sample"}
+    assert set(shown) == settings | set(engine.ModelParams().as_dict()) | {"tuning"}
+    assert shown["tuning"]["value"] == "tune (on every event up to 500,000, above on a sample of 100,000): no tuned parameters to reuse"
 
 
 def test_flag_beats_environment_beats_file_beats_default(cli, folder, monkeypatch):
@@ -109,13 +111,14 @@ def test_params_as_csv_and_as_a_table(cli, folder):
     assert rows[1] == {"name": "db", "value": "recs.db", "source": "default"}
     table = cli("params")
     assert table.exit_code == 0 and "max_neighbors" in table.stdout and "default" in table.stdout
+    assert table.stdout.splitlines()[-1].startswith("The next build's tuning: tune (on every event")
 
 
 @pytest.mark.parametrize(
     "text, message",
     [
         ('db = recs.db\n', "Error: recs.toml, line 1: Invalid value (column 6)"),
-        ('colour = "blue"\n', "Error: recs.toml: unknown setting 'colour'; known: data_dir, db, delimiter, encoding, model"),
+        ('colour = "blue"\n', "Error: recs.toml: unknown setting 'colour'; known: columns, data_dir, db, delimiter, encoding, encodings, files, model"),
         ("db = 3\n", "Error: recs.toml: db must be text in quotes, not 3"),
         ("[model]\nmax_neighbors = -1\n", "Error: recs.toml, [model]: model parameter max_neighbors must be from 0 to 1000, not -1"),
         ("[model]\nmax_neighbours = 3\n", "Error: recs.toml, [model]: unknown model parameter 'max_neighbours'; known: "),

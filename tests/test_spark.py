@@ -419,3 +419,28 @@ def test_spark_options_need_the_spark_engine(cli, tiny_dir, tmp_path):
     assert result.exit_code == 2
     result = cli("--db", tmp_path / "x.db", "--data-dir", tiny_dir, "build", "--engine", "flink")
     assert result.exit_code == 2
+
+
+# The same tuned model
+
+def test_a_fresh_spark_build_ships_what_a_fresh_duckdb_build_tunes(spark, cli, tmp_path, monkeypatch):
+    """No parameters pinned: the Spark build tunes on the driver by the DuckDB build's rule, so both
+    engines give the same lists. (A budget of 0 CPU seconds runs the start and the prior's step
+    only: the same trials in both runs, whatever the machine's load.)"""
+    from engine import tune
+    from test_tune import hits_dataset
+
+    monkeypatch.setattr(tune, "BUDGET_SECONDS", 0.0)
+    folder = write_dataset(tmp_path / "data", *hits_dataset())
+    duck = engine.build(tmp_path / "duck.db", folder)
+    sparked = job.build_with_spark(tmp_path / "spark.db", folder, master="local[2]")
+    assert duck.params_source == "tuned" and duck.params != engine.ModelParams()
+    assert sparked.params == duck.params and sparked.params_source == duck.params_source
+    expected = export_all(cli, tmp_path / "duck.db", folder, tmp_path / "duck.csv")
+    actual = export_all(cli, tmp_path / "spark.db", folder, tmp_path / "spark.csv")
+    score = expected[0].index("score")
+    assert len(actual) == len(expected) > 1
+    assert [row[:score] for row in actual] == [row[:score] for row in expected]
+    # the tuning it ran on is kept: a DuckDB build of the same data reuses it, without a search
+    again = engine.build(tmp_path / "spark.db", folder, rebuild=True)
+    assert again.tuning is None and again.params == duck.params

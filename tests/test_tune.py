@@ -91,7 +91,7 @@ def test_a_later_build_without_tuning_reuses_the_tuned_parameters(tuned_build, t
     db, folder, report = tuned_build
     copy = tmp_path / "recs.db"
     copy.write_bytes(db.read_bytes())
-    again = engine.build(copy, folder, tune=False)
+    again = engine.build(copy, folder, tune=False, rebuild=True)
     assert again.params == report.params
     assert again.params_source == "tuned earlier (tuning off)"
 

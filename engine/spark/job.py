@@ -17,6 +17,7 @@ numbers (load_issues.line is null; raw_text holds the record's fields).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..build import built_state, claim_target, fingerprint, inspect_target
+from ..build import chosen_params, claim_target, fingerprint, inspect_target
 from ..layers import EASE_AFTER, SCRATCH_TABLES, STEP_NAMES
 from .. import clock, dialect, load, sqlfiles
 from ..config import ModelParams
@@ -243,19 +244,24 @@ def _columns(text: str) -> list[tuple[str, str]]:
 
 def _stage(
     spark, tables: SparkTables, path: Path, spec: load.CsvSpec, scratch: Path, input_format: load.InputFormat,
-    scanned: bool = False,
+    scanned: bool = False, name: str | None = None,
 ) -> None:
     from pyspark.sql import functions as F
     from pyspark.sql.types import StringType, StructField, StructType
 
+    name = name or spec.file
+    if not scanned:
+        input_format = input_format.for_file(spec, path)
     # by name, in file order, with its delimiter: the same checks and messages as load.stage
-    header, delimiter = load.read_header(path, spec, input_format if not scanned else load.InputFormat(input_format.delimiter))
+    header, delimiter = load.read_header(
+        path, spec, input_format if not scanned else dataclasses.replace(input_format, encoding="utf-8")
+    )
     if not scanned and not input_format.is_utf8:  # a UTF-8 copy, line for line, as load.stage reads
         path = load.as_utf8(path, scratch / f"utf8-{spec.file}", input_format.encoding)
     if not scanned and load.mixes_line_endings(path):  # Spark's reader, like DuckDB's, takes one kind per file
         path = load.with_lf_endings(path, scratch / spec.file)
     if not scanned and _ends_inside_quotes(path):
-        path, scanned = _blank_stray_quotes(tables, path, spec, delimiter, scratch), True
+        path, scanned = _blank_stray_quotes(tables, path, spec, delimiter, scratch, name), True
     schema = StructType(
         [StructField(name, StringType()) for name in header] + [StructField("_corrupt_record", StringType())]
     )
@@ -283,7 +289,8 @@ def _stage(
     joiner = delimiter.replace("\\", "\\\\").replace("'", "\\'")
     spark.sql(
         f"""
-        select rec_no, coalesce(_corrupt_record, concat_ws('{joiner}', {raw_fields})) as raw_text
+        select '{_literal(name)}' as file, rec_no,
+            coalesce(_corrupt_record, concat_ws('{joiner}', {raw_fields})) as raw_text
         from {staged}
         """
     ).createOrReplaceTempView(f"raw_text_{spec.table}")
@@ -297,37 +304,48 @@ def _stage(
     ).collect()
     if not scanned and any(row["_corrupt_record"] is not None for row in odd):
         # as load.stage: in a file with malformed records, a stray quote may have swallowed lines
-        blanked = _blank_stray_quotes(tables, path, spec, delimiter, scratch)
+        blanked = _blank_stray_quotes(tables, path, spec, delimiter, scratch, name)
         if blanked != path:
-            return _stage(spark, tables, blanked, spec, scratch, input_format, scanned=True)  # read as UTF-8 now
+            return _stage(spark, tables, blanked, spec, scratch, input_format, scanned=True, name=name)  # read as UTF-8 now
     rows = [
-        (spec.file, row["rec_no"], None, None,
+        (name, row["rec_no"], None, None,
          "repeated header line" if row["is_header"] and row["_corrupt_record"] is None
-         else _malformed_problem(row, spec, input_format, delimiter), "row skipped")
+         else _malformed_problem(row, header, input_format, delimiter), "row skipped")
         for row in odd
-    ]
+    ] + [(name, None, 1, column, problem, action) for column, problem, action in load.header_notes(header, spec, input_format)]
+    absent = [column for column, source in load.column_sources(header, spec, input_format).items() if source is None]
+    if absent:
+        frame = spark.createDataFrame([(spec.table, column) for column in absent], "table_name string, column_name string")
+        tables.keep("absent_columns", spark.table("absent_columns").unionByName(frame))
     if rows:
         issues = spark.createDataFrame(
             rows, "file string, rec_no bigint, csv_line bigint, column_name string, problem string, action string"
         )
         tables.keep("load_issue_records", spark.table("load_issue_records").unionByName(issues))
-    columns = ", ".join(f"`{name}`" for name in header)
     skip = spark.createDataFrame([(row["rec_no"],) for row in odd], "rec_no bigint")
     skip.createOrReplaceTempView(f"skipped_{spec.table}")
+    selected = load.select_list(header, spec, input_format, quote="`")
     spark.sql(
         f"""
-        select '{spec.file}' as file, rec_no, {columns}
+        select '{_literal(name)}' as file, rec_no, {selected}
         from {staged}
         where rec_no not in (select rec_no from skipped_{spec.table})
         """
     ).createOrReplaceTempView(f"raw_{spec.table}")
 
 
-def _blank_stray_quotes(tables: SparkTables, path: Path, spec: load.CsvSpec, delimiter: str, scratch: Path) -> Path:
+def _literal(text: str) -> str:
+    """text inside a Spark SQL string literal."""
+    return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _blank_stray_quotes(
+    tables: SparkTables, path: Path, spec: load.CsvSpec, delimiter: str, scratch: Path, name: str
+) -> Path:
     """load.blank_unclosed_quotes, its lines kept for load_issues (a stray quote would swallow
     what follows it): the path to read."""
     path, stray = load.blank_unclosed_quotes(path, delimiter, scratch / f"q-{spec.file}")
-    tables.stray_quotes += [(spec.file, text) for _, text in stray]
+    tables.stray_quotes += [(name, text) for _, text in stray]
     return path
 
 
@@ -340,7 +358,7 @@ def _ends_inside_quotes(path: Path) -> bool:
     return count % 2 == 1
 
 
-def _malformed_problem(row, spec: load.CsvSpec, input_format: load.InputFormat, delimiter: str) -> str:
+def _malformed_problem(row, header: list[str], input_format: load.InputFormat, delimiter: str) -> str:
     """The problem of a record Spark could not split into the header's fields (load.stage's words)."""
     text = row["_corrupt_record"]
     if row["bad_text"] or (text is not None and "\ufffd" in text):
@@ -348,7 +366,7 @@ def _malformed_problem(row, spec: load.CsvSpec, input_format: load.InputFormat, 
     if text.count('"') % 2 == 1:
         return "a quote in the row is not closed or not escaped"
     fields = next(csv.reader([text], delimiter=delimiter), [])
-    return f"the row has {len(fields)} fields, expected {len(spec.columns)}"
+    return f"the row has {len(fields)} fields, expected {len(header)}"
 
 
 FINISH_ISSUES = """
@@ -369,7 +387,7 @@ order by issue.file, issue.rec_no
 def _finish_issues(spark, tables: SparkTables) -> None:
     """load_issues: every recorded problem with the record's text; Spark gives no line numbers."""
     raw = " union all ".join(
-        f"select '{spec.file}' as file, rec_no, raw_text from raw_text_{spec.table}" for spec in load.SPECS
+        f"select file, rec_no, raw_text from raw_text_{spec.table}" for spec in load.SPECS
     )
     issues = spark.sql(FINISH_ISSUES.format(raw=raw))
     if tables.stray_quotes:
@@ -436,6 +454,7 @@ def write_model(
     master: str | None = None,
     progress=None,
     input_format: load.InputFormat | None = None,
+    tuned_info: dict | None = None,
 ) -> ModelManifest:
     """Run sql/00-45 on Spark over the CSVs in folder; write the model's tables as Parquet under model_dir.
 
@@ -448,10 +467,11 @@ def write_model(
     started = time.perf_counter()
     step = progress or (lambda name: None)
     folder = Path(folder)
-    paths = load.data_files(folder)
+    input_format = load.InputFormat.chosen(input_format)
+    found = load.sources(folder, input_format)
     model_dir = str(model_dir)
     _claim_model_dir(model_dir)
-    digest = fingerprint(folder)
+    digest = fingerprint(folder, input_format)
     step("starting Spark")
     try:
         spark = session(master)
@@ -463,13 +483,19 @@ def write_model(
         for path in sqlfiles.build_files(layer="schema"):
             runner.run_file(path)
         step("reading CSV files")
-        for path, spec in zip(paths, load.SPECS):
+        for source in found:
+            if source.path is None:  # no users file: a staging view of no rows
+                spark.sql(load.empty_staging(source.spec, "string")).createOrReplaceTempView(f"raw_{source.spec.table}")
+                spark.sql("select cast(null as string) as file, cast(null as bigint) as rec_no, "
+                          "cast(null as string) as raw_text where 1 = 0") \
+                    .createOrReplaceTempView(f"raw_text_{source.spec.table}")
+                continue
             try:
-                _stage(spark, tables, path, spec, Path(scratch), load.InputFormat.chosen(input_format))
+                _stage(spark, tables, source.path, source.spec, Path(scratch), input_format, name=source.name)
             except RecsError:
                 raise
             except Exception as error:
-                raise DataFileError(f"{path}: cannot be read as CSV by Spark: {_first_line(error)}") from None
+                raise DataFileError(f"{source.path}: cannot be read as CSV by Spark: {_first_line(error)}") from None
         step("validating rows")
         spark.sql(clock.view_sql())  # the present the timestamp rule reads
         for path in sqlfiles.build_files(layer="load"):
@@ -500,6 +526,7 @@ def write_model(
         engine=f"spark {spark.version}",
         spark_master=spark.sparkContext.master,
         seconds=round(time.perf_counter() - started, 2),
+        tuned_info=dict(tuned_info or {}),
     )
     _write_manifest(spark, model_dir, manifest)
     return manifest
@@ -524,23 +551,6 @@ def _write_manifest(spark, model_dir: str, manifest: ModelManifest) -> None:
         stream.close()
 
 
-def choose_params(params: ModelParams | None, previous) -> tuple[ModelParams, str]:
-    """A Spark build's parameters and why: pinned, else the last tuned ones of db, else the defaults.
-
-    Spark builds do not tune (engine/tune.py runs its trials in DuckDB): tune
-    with a DuckDB build on a sample, then pin or reuse what it chose.
-    """
-    if params is not None:
-        return params, "pinned"
-    why = "Spark builds do not tune"
-    if previous is not None and previous.params_source.startswith("tuned"):
-        try:
-            return ModelParams.from_dict(previous.params), f"tuned earlier ({why})"
-        except RecsError:
-            pass
-    return ModelParams(), f"defaults ({why})"
-
-
 def build_with_spark(
     db: Path,
     folder: Path,
@@ -550,26 +560,32 @@ def build_with_spark(
     model_out: str | os.PathLike | None = None,
     force: bool = False,
     input_format: load.InputFormat | None = None,
+    tune: bool | None = None,
+    tune_sample: int | None = None,
 ):
     """Build db from the CSVs in folder on Spark: the Parquet model (kept in model_out, if given),
-    then recs.db assembled from it by DuckDB. Returns the BuildReport."""
+    then recs.db assembled from it by DuckDB. Returns the BuildReport.
+
+    Without params, the parameters are those a DuckDB build of the same data would choose, by the
+    same rule (engine.build.chosen_params: the tuner runs here, on the driver, with DuckDB, on a
+    sample of users above tune.MAX_EVENTS), so both engines give the same lists."""
     started = time.perf_counter()
     db = Path(db)
-    load.data_files(folder)
+    load.data_files(folder, input_format)
     if inspect_target(db)[0] == "foreign" and not force:
         claim_target(db, force)  # NotOurDatabase, before Spark starts, in the usual words
-    chosen, source = choose_params(params, built_state(db))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    chosen, source, tuned = chosen_params(db, folder, params, tune, input_format, tune_sample, progress)
     if model_out is not None:
         model_out = str(model_out).removeprefix("file://")
-        manifest = write_model(folder, model_out, chosen, source, master, progress, input_format)
+        manifest = write_model(folder, model_out, chosen, source, master, progress, input_format, tuned)
         report = build_from_model(db, model_out, progress, force)
     else:
-        db.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f"{db.name}.model-", dir=db.parent) as model_dir:
-            manifest = write_model(folder, model_dir, chosen, source, master, progress, input_format)
+            manifest = write_model(folder, model_dir, chosen, source, master, progress, input_format, tuned)
             report = build_from_model(db, model_dir, progress, force, keep_model_dir=False)
     report.seconds = time.perf_counter() - started
     return report
 
 
-__all__ = ["build_with_spark", "choose_params", "session", "write_model"]
+__all__ = ["build_with_spark", "session", "write_model"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -45,6 +45,9 @@ class ModelManifest:
     engine: str
     spark_master: str
     seconds: float
+    tuned_info: dict = field(default_factory=dict)
+    """What build_info keeps of the tuning run behind params (engine.build.TUNED_INFO and its
+    params_key), so a later build reuses them as after a DuckDB build; {} in older manifests."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -118,6 +121,7 @@ def build_from_model(
             "model_seconds": f"{manifest.seconds:.2f}",
             "load_issue_lines": "not numbered: Spark's CSV reader gives no line numbers",
         }
+        extra.update(manifest.tuned_info)
         if keep_model_dir:
             extra["model_dir"] = str(folder.resolve())
         return manifest.fingerprint, params, manifest.params_source, extra
