@@ -4,9 +4,10 @@ For each dataset and split, nested (the test part is never seen by any
 tuning): the training part is tuned on every event (what a build below
 500,000 events does), then on samples of users holding about N events
 (`build --tune-sample N`), each sample's choice scored twice on the test
-part, as the sample chose it ("raw") and with the parameters weighed
-against sums over users scaled to all users (engine.tune.rescaled, what a
-build ships). Each score is NDCG@10 by the same metric code as every other
+part: as the sample chose it ("raw", what a build ships) and with the
+parameters weighed against sums over users (SCALED_WITH_USERS) divided by
+the sample's share of users ("rescaled", the alternative measured and
+not shipped). Each score is NDCG@10 by the same metric code as every other
 comparison (engine.metrics); the paired difference with the full tuning
 (per user, the same users) is given with its standard error.
 
@@ -35,6 +36,16 @@ from engine.evaluate import Evaluation  # noqa: E402
 from engine.metrics import mean_and_standard_error, ndcg_at_k  # noqa: E402
 
 K = 10
+SCALED_WITH_USERS = ("support_shrinkage", "ease_lambda")
+"""Parameters weighed against sums over users: support_shrinkage against a pair's support (the users
+who watched both), ease_lambda against the Gram matrix X'X. On a sample holding a share s of the
+users those sums are about s times the full data's, so in theory the sample's choice / s fits the
+full data."""
+
+
+def rescaled(params: ModelParams, share: float) -> ModelParams:
+    """params with SCALED_WITH_USERS divided by share (the sample's share of the users)."""
+    return params.replace(**{name: getattr(params, name) / share for name in SCALED_WITH_USERS})
 DEFAULT_ML100K = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "ml100k"
 
 
@@ -86,7 +97,8 @@ def run(name: str, folder: Path, split: str, samples: list[int]) -> list[dict]:
                 "sampled_events": result.sampled_events, "sample_share": result.sample_share,
                 "cpu_seconds": round(cpu, 1), "trials": len(result.trials), "skipped": result.skipped,
             }
-            for variant, params in (("raw", result.chosen or result.params), ("rescaled", result.params)):
+            scaled = rescaled(result.params, result.sample_share) if result.sample_share else result.params
+            for variant, params in (("raw", result.params), ("rescaled", scaled)):
                 scores = full_scores if params == full.params else per_user_ndcg(evaluation, params)
                 mean, difference, error = paired(full_scores, scores)
                 row[variant] = {
