@@ -166,6 +166,10 @@ def main(
         name: given_setting(ctx, name, value)
         for name, value in (("db", db), ("data_dir", data_dir), ("delimiter", delimiter), ("encoding", encoding))
     }
+    sample = os.environ.get("RECS_TUNE_SAMPLE", "").strip()  # build's and tune's --tune-sample reads it too
+    if sample and not sample.isdigit():
+        raise typer.BadParameter(f"RECS_TUNE_SAMPLE must be a whole number, not {sample!r}")
+    given["tune_sample"] = settings.Setting(int(sample), "environment RECS_TUNE_SAMPLE") if sample else None
     with reported_errors():  # a bad settings file is one error line, exit 1
         resolved = settings.load(given, config_path)
     state.config, state.settings, state.params = resolved.config, resolved.values, resolved.params
@@ -834,14 +838,10 @@ def build(
 
 
 def chosen_tune_sample(flag: Optional[int]) -> Optional[int]:
-    """--tune-sample (or RECS_TUNE_SAMPLE), else tune_sample in the settings file, else None (the default rule)."""
+    """--tune-sample, else the tune_sample setting (RECS_TUNE_SAMPLE, else the settings file), else
+    None (the default rule)."""
     if flag is not None:
         return flag
-    environment = os.environ.get("RECS_TUNE_SAMPLE", "").strip()
-    if environment:
-        if not environment.isdigit():
-            raise typer.BadParameter(f"RECS_TUNE_SAMPLE must be a whole number, not {environment!r}")
-        return int(environment)
     value = state.settings.get("tune_sample")
     return None if value is None or value.value is None else int(value.value)
 

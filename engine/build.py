@@ -401,12 +401,9 @@ def next_tuning(
         else "on every event" if tune_sample == 0
         else f"on every event up to {tuning.MAX_EVENTS:,}, above on a sample of {tuning.SAMPLE_EVENTS:,}"
     )
-    if not info.get("tuned_key"):
-        return f"tune ({sample}): no tuned parameters to reuse"
-    if info["tuned_key"] != tuning_key(form, tune_sample):
-        return f"tune ({sample}): the SQL, the tuning plan, the input format or the sample changed since the last tuning"
-    if info.get("tuned_data_dir") != str(folder.resolve()):
-        return f"tune ({sample}): the last tuning was on another data folder"
+    why_not = _why_not_reused(info, tuning_key(form, tune_sample), folder)
+    if why_not:
+        return f"tune ({sample}): {why_not}"
     try:
         same = info.get("tuned_fingerprint") == fingerprint(folder, form)
     except RecsError as error:
@@ -417,6 +414,18 @@ def next_tuning(
         f"reuse ({info.get('tuned_source')}) if events, users and items each changed by at most "
         f"{NEAR_CHANGE:.0%} since ({int(info.get('tuned_events', 0)):,} events), else tune ({sample})"
     )
+
+
+def _why_not_reused(info: dict, key: str, folder: Path) -> str | None:
+    """Why the parameters tuned before (build_info's TUNED_INFO) cannot be reused under key for
+    folder, or None when they can, the data permitting (the same, or within NEAR_CHANGE)."""
+    if not info.get("tuned_key"):
+        return "no tuned parameters to reuse"
+    if info["tuned_key"] != key:
+        return "the SQL, the tuning plan, the input format or the sample changed since the last tuning"
+    if info.get("tuned_data_dir") != str(folder.resolve()):
+        return "the last tuning was on another data folder"
+    return None
 
 
 def _live_events_waiting(db: Path, state: BuiltState) -> bool:
@@ -576,7 +585,7 @@ def _choose_params(
             _copy_trials(con, db)
             return earlier, "tuned earlier (tuning off)", None, carried
         return ModelParams(), "defaults (tuning off)", None, {}
-    if tune is None and info.get("tuned_key") == key and info.get("tuned_data_dir") == str(folder.resolve()):
+    if tune is None and _why_not_reused(info, key, folder) is None:
         same = info.get("tuned_fingerprint") == wanted and info.get("tuned_events") == str(events)
         if same and earlier is None and previous.params_source.startswith("defaults (too little data"):
             return ModelParams(), previous.params_source, None, {"params_key": key}  # it would say so again

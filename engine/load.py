@@ -34,10 +34,6 @@ DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 """The delimiters a header line is tried with, most usual first."""
 
 
-TABLES = ("users", "items", "events")
-"""The three inputs, by the table each becomes."""
-
-
 def _pairs(value, what: str) -> tuple:
     """A mapping given as a dict, or as pairs (what JSON makes of a tuple), as sorted pairs."""
     if isinstance(value, dict):
@@ -83,8 +79,8 @@ class InputFormat:
         columns = tuple((table, _pairs(names, f"columns.{table}")) for table, names in _pairs(self.columns, "columns"))
         for what, pairs in (("files", files), ("encodings", encodings), ("columns", columns)):
             for table, _ in pairs:
-                if table not in TABLES:
-                    raise BadArgument(f"{what}: unknown file {table!r}; known: {', '.join(TABLES)}")
+                if table not in SPEC_OF:
+                    raise BadArgument(f"{what}: unknown file {table!r}; known: {', '.join(SPEC_OF)}")
         for table, name in files:
             if not isinstance(name, str) or not name.strip() or Path(name).is_absolute():
                 raise BadArgument(f"files.{table} must be a file name in the data folder, not {name!r}")
@@ -316,15 +312,22 @@ def column_sources(header: list[str], spec: CsvSpec, input_format: InputFormat) 
     return {name: wanted[name] if wanted[name] in header else None for name in spec.columns}
 
 
+def absent_columns(header: list[str], spec: CsvSpec, input_format: InputFormat) -> list[str]:
+    """Our columns the file has not (optional ones: read as their default or blank)."""
+    return [name for name, source in column_sources(header, spec, input_format).items() if source is None]
+
+
 def unused_columns(header: list[str], spec: CsvSpec, input_format: InputFormat) -> list[str]:
     """The file's columns nothing reads (reported, then left out)."""
     used = set(expected_names(spec, input_format).values())
     return [name for name in header if name not in used]
 
 
-def select_list(header: list[str], spec: CsvSpec, input_format: InputFormat, quote: str = '"') -> str:
+def select_list(
+    header: list[str], spec: CsvSpec, input_format: InputFormat, quote: str = '"', text_type: str = "varchar"
+) -> str:
     """The staging view's columns: each of ours from the file's column (quote: the engine's
-    identifier quote), its default or a blank when the file has none."""
+    identifier quote), its default or a blank (text_type: the engine's text type) when the file has none."""
     defaults = dict(spec.defaults)
     parts = []
     for name, source in column_sources(header, spec, input_format).items():
@@ -333,7 +336,7 @@ def select_list(header: list[str], spec: CsvSpec, input_format: InputFormat, quo
         elif name in defaults:
             parts.append(f"'{defaults[name]}' as {name}")
         else:
-            parts.append(f"cast(null as varchar) as {name}" if quote == '"' else f"cast(null as string) as {name}")
+            parts.append(f"cast(null as {text_type}) as {name}")
     return ", ".join(parts)
 
 
@@ -422,7 +425,7 @@ def stage(
             """,
             {"file": name, **{key: [note[i] for note in notes] for i, key in enumerate(("columns", "problems", "actions"))}},
         )
-    absent = [column for column, source in column_sources(header, spec, input_format).items() if source is None]
+    absent = absent_columns(header, spec, input_format)
     if absent:
         con.execute(
             "insert into absent_columns select $table, unnest($columns::varchar[])",
@@ -444,10 +447,9 @@ def header_notes(header: list[str], spec: CsvSpec, input_format: InputFormat) ->
         for column in unused_columns(header, spec, input_format)
     ]
     defaults = dict(spec.defaults)
-    for column, source in column_sources(header, spec, input_format).items():
-        if source is None:
-            kept = f"'{defaults[column]}'" if column in defaults else "unknown"
-            notes.append((column, f"the file has no {column} column", f"kept, {column} {kept} on every row"))
+    for column in absent_columns(header, spec, input_format):
+        kept = f"'{defaults[column]}'" if column in defaults else "unknown"
+        notes.append((column, f"the file has no {column} column", f"kept, {column} {kept} on every row"))
     return notes
 
 

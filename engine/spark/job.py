@@ -313,7 +313,7 @@ def _stage(
          else _malformed_problem(row, header, input_format, delimiter), "row skipped")
         for row in odd
     ] + [(name, None, 1, column, problem, action) for column, problem, action in load.header_notes(header, spec, input_format)]
-    absent = [column for column, source in load.column_sources(header, spec, input_format).items() if source is None]
+    absent = load.absent_columns(header, spec, input_format)
     if absent:
         frame = spark.createDataFrame([(spec.table, column) for column in absent], "table_name string, column_name string")
         tables.keep("absent_columns", spark.table("absent_columns").unionByName(frame))
@@ -324,7 +324,7 @@ def _stage(
         tables.keep("load_issue_records", spark.table("load_issue_records").unionByName(issues))
     skip = spark.createDataFrame([(row["rec_no"],) for row in odd], "rec_no bigint")
     skip.createOrReplaceTempView(f"skipped_{spec.table}")
-    selected = load.select_list(header, spec, input_format, quote="`")
+    selected = load.select_list(header, spec, input_format, quote="`", text_type="string")
     spark.sql(
         f"""
         select '{_literal(name)}' as file, rec_no, {selected}
